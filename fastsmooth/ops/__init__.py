@@ -1,0 +1,29 @@
+"""Fused tensor ops: NCHW tensors in, tensors out, on the input's device.
+
+Each op takes ``backend="auto" | "reference" | "cpu" | "triton" | "cuda"``.
+"""
+from fastsmooth.ops.ablation import (
+    ablate_bands,
+    ablate_blocks,
+    ablate_multi_bands,
+    ablate_multi_blocks,
+    ablate_random_band,
+    ablate_random_block,
+    ablate_with_masks,
+    band_combinations,
+    block_combinations,
+    encode,
+)
+
+__all__ = [
+    "encode",
+    "ablate_bands",
+    "ablate_blocks",
+    "ablate_multi_bands",
+    "ablate_multi_blocks",
+    "ablate_random_band",
+    "ablate_random_block",
+    "ablate_with_masks",
+    "band_combinations",
+    "block_combinations",
+]

@@ -1,0 +1,18 @@
+"""Fake (meta) kernels of the compiled ops, so torch.compile can trace code that calls them.
+
+Imported by fastsmooth._backend right after fastsmooth._C loads (the schemas must exist first).
+"""
+from __future__ import annotations
+
+import torch
+
+
+@torch.library.register_fake("fastsmooth::ablate")
+def _ablate_fake(x, rows, cols, tiles, tile_h, tile_w, mean, std):
+    B, C, H, W = x.shape
+    return x.new_empty((B * rows.shape[1], 2 * C, H, W))
+
+
+@torch.library.register_fake("fastsmooth::ablate_out")
+def _ablate_out_fake(x, rows, cols, tiles, tile_h, tile_w, mean, std, out):
+    return None
