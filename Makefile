@@ -1,0 +1,37 @@
+# Quickstart targets. Each creates .venv (if needed), installs torch and fastsmooth (building
+# the C++ / CUDA extension against that torch), then runs its job.
+#
+#   make demo    the main job (for now: list the backends and why any is unavailable)
+#   make test    the test suite
+#   make bench   the benchmarks (pytest-benchmark)
+#
+# TORCH / TRITON choose the torch build: the default pins the release these were tested with.
+# On a CUDA machine use e.g. `make test TORCH=torch TRITON=` (PyPI's Linux torch is a CUDA build
+# and brings its own triton); nvcc and CUDA_HOME must be set for the CUDA kernels to build.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+TRITON ?= triton==3.8.0
+BIN := $(VENV)/bin
+SOURCES := setup.py pyproject.toml $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
+STAMP := $(VENV)/.fastsmooth-installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): $(SOURCES)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet $(TORCH) $(TRITON) setuptools wheel ninja numpy
+	$(BIN)/pip install --quiet --no-build-isolation -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/fastsmooth info
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests -q
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest benchmarks --benchmark-only -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info fastsmooth/_C*.so

@@ -1,0 +1,53 @@
+"""Benchmark plumbing: every benchmark names its ``group`` (one row of a paper table or one
+op and shape) and its ``role`` (fastsmooth, naive, floor...). At the end of the run a table
+of medians and ratios *within each group* is printed, so every ratio compares figures
+measured in the same run on the same machine."""
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+def quick() -> bool:
+    """FASTSMOOTH_BENCH_PAPER=1 selects the papers' sizes (for a GPU machine); default: sized for a small CPU."""
+    return os.environ.get("FASTSMOOTH_BENCH_PAPER") != "1"
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
+
+
+def run(benchmark, fn, *, group: str, role: str, rounds: int, primary: bool = False, **info) -> object:
+    """Time ``fn`` (one warm-up round, then ``rounds`` rounds) under a group and role.
+
+    The ``primary`` benchmark of a group is the one the others' ratios are taken against.
+    """
+    benchmark.group = group
+    benchmark.extra_info.update(role=role, primary=primary, machine=machine(), **info)
+    return benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)
+
+
+def pytest_terminal_summary(terminalreporter):
+    session = getattr(terminalreporter.config, "_benchmarksession", None)
+    if session is None or not session.benchmarks:
+        return
+    groups: dict[str, dict[str, float]] = {}
+    primary: dict[str, str] = {}
+    for bench in session.benchmarks:
+        if not bench.stats or "role" not in bench.extra_info:
+            continue
+        groups.setdefault(bench.group, {})[bench.extra_info["role"]] = bench.stats.median
+        if bench.extra_info.get("primary"):
+            primary[bench.group] = bench.extra_info["role"]
+    tr = terminalreporter
+    tr.write_sep("=", f"fastsmooth: medians and ratios per group ({machine()})")
+    for group, roles in groups.items():
+        base_role = primary.get(group)
+        base = roles.get(base_role) if base_role else None
+        tr.write_line(group)
+        for role, median in sorted(roles.items(), key=lambda kv: kv[1]):
+            ratio = f"{median / base:8.2f}x {base_role}" if base else ""
+            tr.write_line(f"    {role:<32} {median * 1e3:12.3f} ms  {ratio}")
