@@ -1,0 +1,88 @@
+"""The base networks of the papers fastsmooth certifies, and loading of the authors' checkpoints.
+
+``build(name, **kwargs)`` makes a network by registry name; ``available()`` lists the names;
+``load_checkpoint(model, path)`` loads the authors' checkpoint formats. Defaults:
+
+=========================  ===========  ===========  =====================================================
+name                       in_channels  num_classes  used for
+=========================  ===========  ===========  =====================================================
+``mnist_cnn``              2            10           MNIST patch smoothing / l0 ablation, 28 x 28
+``cifar_resnet18``         6            10           CIFAR-10 patch smoothing / l0 ablation, 32 x 32
+``imagenet_resnet50``      3            1000         ImageNet DSSN / SSN / uniform (and Cohen, unwrapped)
+``imagenet_resnet50_6ch``  6            1000         ImageNet patch (299 x 299) / l0 ablation (224 x 224)
+``wrn40_2``                3            10           CIFAR-10 DSSN / SSN / uniform, 32 x 32
+``cifar_resnet110``        3            10           CIFAR-10 Cohen et al. network, without normalization
+``cohen_cifar_resnet110``  3            10           ``Sequential(NormalizeLayer(CIFAR-10), ResNet-110)``
+``cohen_imagenet_resnet50`` 3           1000         ``Sequential(NormalizeLayer(ImageNet), ResNet-50)``
+=========================  ===========  ===========  =====================================================
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List
+
+from torch import nn
+
+from fastsmooth.models.checkpoint import CheckpointError, extract_state_dict, load_checkpoint, read_checkpoint
+from fastsmooth.models.mnist import MnistCNN
+from fastsmooth.models.resnet110 import (
+    CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, CohenCifarResNet, NormalizeLayer,
+    cifar_resnet110, cohen_architecture,
+)
+from fastsmooth.models.resnet_cifar import CifarResNet, cifar_resnet18
+from fastsmooth.models.resnet_imagenet import ImageNetResNet, imagenet_resnet50
+from fastsmooth.models.wide_resnet import WideResNet, wrn40_2
+
+__all__ = [
+    "build", "available", "load_checkpoint", "read_checkpoint", "extract_state_dict", "CheckpointError",
+    "MnistCNN", "CifarResNet", "ImageNetResNet", "WideResNet", "CohenCifarResNet", "NormalizeLayer",
+    "cifar_resnet18", "imagenet_resnet50", "wrn40_2", "cifar_resnet110", "cohen_architecture",
+    "CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD",
+]
+
+
+def _imagenet_resnet50_6ch(in_channels: int = 6, num_classes: int = 1000) -> nn.Module:
+    return imagenet_resnet50(in_channels=in_channels, num_classes=num_classes)
+
+
+def _cohen_cifar_resnet110() -> nn.Module:
+    return cohen_architecture("cifar_resnet110", "cifar10")
+
+
+def _cohen_imagenet_resnet50() -> nn.Module:
+    return cohen_architecture("resnet50", "imagenet")
+
+
+_REGISTRY: Dict[str, Callable[..., nn.Module]] = {
+    "mnist_cnn": MnistCNN,
+    "cifar_resnet18": cifar_resnet18,
+    "imagenet_resnet50": imagenet_resnet50,
+    "imagenet_resnet50_6ch": _imagenet_resnet50_6ch,
+    "wrn40_2": wrn40_2,
+    "cifar_resnet110": cifar_resnet110,
+    # Cohen's wrapped models are fixed by their checkpoints, hence no keyword arguments.
+    "cohen_cifar_resnet110": _cohen_cifar_resnet110,
+    "cohen_imagenet_resnet50": _cohen_imagenet_resnet50,
+}
+
+
+def available() -> List[str]:
+    """The names :func:`build` accepts, sorted."""
+    return sorted(_REGISTRY)
+
+
+def build(name: str, **kwargs) -> nn.Module:
+    """Build a freshly initialized network by registry name (see the module docstring).
+
+    Args:
+        name: one of :func:`available`.
+        **kwargs: passed to the constructor, e.g. ``in_channels`` / ``num_classes`` (not accepted
+            by the ``cohen_*`` wrapped models).
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones).
+    """
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}") from None
+    return factory(**kwargs)
