@@ -35,7 +35,7 @@ def test_backends_match_reference(kernel_backend, dtype):
 
 @pytest.mark.parametrize("backend", ["reference", "cpu", "triton", "cuda"])
 def test_chunks_compose_and_seeds_reproduce(backend):
-    device = torch.device("cuda" if backend == "cuda" else "cpu")
+    device = device_of(backend) if backend != "reference" else torch.device("cpu")
     if backend != "reference":
         require_backend(backend, device.type)
     x = torch.rand(2, 2, 3, 5, device=device)
