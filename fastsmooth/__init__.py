@@ -1,13 +1,25 @@
 """fastsmooth: a fast certification engine for smoothing-based certified robustness.
 
-Tensor ops live in :mod:`fastsmooth.ops`; :func:`backends` reports which kernels run here.
+Tensor ops live in :mod:`fastsmooth.ops`, base networks in :mod:`fastsmooth.models`, smoothed
+classifiers in :mod:`fastsmooth.smoothing` (the main ones re-exported here), certificates on
+vote counts in :mod:`fastsmooth.certificates`; :func:`backends` reports which kernels run here.
 """
 from fastsmooth._backend import BACKENDS, BackendInfo, FastsmoothWarning, backends, warn_if_degraded
 from fastsmooth import ops
 from fastsmooth import models
+from fastsmooth.smoothing.gaussian import Smooth
 
 __version__ = "0.1.0"
 
-__all__ = ["BACKENDS", "BackendInfo", "FastsmoothWarning", "backends", "ops", "models", "__version__"]
+__all__ = [
+    "BACKENDS",
+    "BackendInfo",
+    "FastsmoothWarning",
+    "backends",
+    "ops",
+    "models",
+    "Smooth",
+    "__version__",
+]
 
 warn_if_degraded()

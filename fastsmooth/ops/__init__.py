@@ -14,6 +14,7 @@ from fastsmooth.ops.ablation import (
     block_combinations,
     encode,
 )
+from fastsmooth.ops.gaussian import gaussian_noise
 
 __all__ = [
     "encode",
@@ -26,4 +27,5 @@ __all__ = [
     "ablate_with_masks",
     "band_combinations",
     "block_combinations",
+    "gaussian_noise",
 ]

@@ -16,3 +16,14 @@ def _ablate_fake(x, rows, cols, tiles, tile_h, tile_w, mean, std):
 @torch.library.register_fake("fastsmooth::ablate_out")
 def _ablate_out_fake(x, rows, cols, tiles, tile_h, tile_w, mean, std, out):
     return None
+
+
+@torch.library.register_fake("fastsmooth::gaussian_noise")
+def _gaussian_noise_fake(x, sigma, n, seed, start, count):
+    _, C, H, W = x.shape
+    return x.new_empty((count, C, H, W))
+
+
+@torch.library.register_fake("fastsmooth::gaussian_noise_out")
+def _gaussian_noise_out_fake(x, sigma, n, seed, start, count, out):
+    return None
