@@ -1,4 +1,23 @@
 """Smoothed classifiers: run a base model on ablated / noised batches and certify."""
 from fastsmooth.smoothing.base import BaseSmoother, Certified
+from fastsmooth.smoothing.patch import (
+    BlockSmoothing,
+    ColumnSmoothing,
+    MultiBandSmoothing,
+    MultiBlockSmoothing,
+    PatchSmoother,
+    RandomizedBandSmoothing,
+    RowSmoothing,
+)
 
-__all__ = ["BaseSmoother", "Certified"]
+__all__ = [
+    "BaseSmoother",
+    "Certified",
+    "PatchSmoother",
+    "ColumnSmoothing",
+    "RowSmoothing",
+    "BlockSmoothing",
+    "MultiBandSmoothing",
+    "MultiBlockSmoothing",
+    "RandomizedBandSmoothing",
+]
