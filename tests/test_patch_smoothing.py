@@ -374,3 +374,13 @@ def test_randomized_band_matches_spec_transcription():
     prediction, certified = smoother.certify(x, 1, generator=torch.Generator().manual_seed(7))
     assert prediction.tolist() == result.prediction.tolist()
     assert certified.tolist() == (result.certificate >= 1).tolist()
+
+
+def test_reference_backend_and_buffer_reuse():
+    model = tiny_net(1, 5, seed=2)
+    x = torch.rand(3, 1, 6, 8)
+    reference = BlockSmoothing(model, 5, 2, 0.25, batch_size=30, backend="reference")
+    expected = loop_counts("block", model, x, 2, 0, 0.25, 5)
+    assert torch.equal(reference.counts(x), expected)
+    assert torch.equal(reference.counts(x[:1]), expected[:1])  # a smaller call reuses the buffer
+    assert torch.equal(reference.counts(x), expected)

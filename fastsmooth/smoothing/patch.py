@@ -11,6 +11,7 @@ and read back once per call.
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Callable, Sequence
 
@@ -146,7 +147,7 @@ def _slice(masks: KeepMasks, first: int, end: int) -> KeepMasks:
     return dataclasses.replace(masks, rows=masks.rows[:, first:end], cols=masks.cols[:, first:end], tiles=tiles)
 
 
-class PatchSmoother(_AblationSmoother):
+class PatchSmoother(_AblationSmoother, abc.ABC):
     """A deterministic patch smoother: every ablation of a fixed set votes once (SPEC section 1).
 
     Subclasses say which ablations (``masks``) and how many of them an m x m patch can
@@ -167,13 +168,13 @@ class PatchSmoother(_AblationSmoother):
     ) -> None:
         super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast)
 
+    @abc.abstractmethod
     def masks(self, height: int, width: int, device: torch.device) -> KeepMasks:
         """Every ablation of a (height x width) image, in the spec's order."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def delta(self, patch_size: int | torch.Tensor, height: int, width: int) -> int | torch.Tensor:
         """The largest number of ablations an m x m patch intersects."""
-        raise NotImplementedError
 
     def _shape(self, x: torch.Tensor) -> tuple[int, int]:
         """(H, W) of the images the ablations are defined on (after any transpose)."""
