@@ -7,7 +7,16 @@ vote counts in :mod:`fastsmooth.certificates`; :func:`backends` reports which ke
 from fastsmooth._backend import BACKENDS, BackendInfo, FastsmoothWarning, backends, warn_if_degraded
 from fastsmooth import ops
 from fastsmooth import models
-from fastsmooth.smoothing.gaussian import Smooth
+from fastsmooth.evaluate import EvaluationSummary, evaluate
+from fastsmooth.smoothing import (
+    BlockSmoothing,
+    ColumnSmoothing,
+    MultiBandSmoothing,
+    MultiBlockSmoothing,
+    RandomizedBandSmoothing,
+    RowSmoothing,
+    Smooth,
+)
 
 __version__ = "0.1.0"
 
@@ -18,6 +27,14 @@ __all__ = [
     "backends",
     "ops",
     "models",
+    "evaluate",
+    "EvaluationSummary",
+    "ColumnSmoothing",
+    "RowSmoothing",
+    "BlockSmoothing",
+    "MultiBandSmoothing",
+    "MultiBlockSmoothing",
+    "RandomizedBandSmoothing",
     "Smooth",
     "__version__",
 ]

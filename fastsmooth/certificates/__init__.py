@@ -1,4 +1,26 @@
 """Certificates: pure, vectorized functions on vote counts (no model)."""
 from fastsmooth.certificates.counts import top_two
+from fastsmooth.certificates.patch import (
+    band_delta,
+    block_delta,
+    certify_counts,
+    largest_certified_patch,
+    multi_band_delta,
+    multi_block_delta,
+    patch_deltas,
+    randomized_band_certified,
+    randomized_band_patch_size,
+)
 
-__all__ = ["top_two"]
+__all__ = [
+    "top_two",
+    "band_delta",
+    "block_delta",
+    "multi_band_delta",
+    "multi_block_delta",
+    "patch_deltas",
+    "certify_counts",
+    "largest_certified_patch",
+    "randomized_band_certified",
+    "randomized_band_patch_size",
+]

@@ -1,5 +1,25 @@
 """Smoothed classifiers: run a base model on ablated / noised batches and certify."""
 from fastsmooth.smoothing.base import BaseSmoother, Certified
 from fastsmooth.smoothing.gaussian import Smooth
+from fastsmooth.smoothing.patch import (
+    BlockSmoothing,
+    ColumnSmoothing,
+    MultiBandSmoothing,
+    MultiBlockSmoothing,
+    PatchSmoother,
+    RandomizedBandSmoothing,
+    RowSmoothing,
+)
 
-__all__ = ["BaseSmoother", "Certified", "Smooth"]
+__all__ = [
+    "BaseSmoother",
+    "Certified",
+    "Smooth",
+    "PatchSmoother",
+    "ColumnSmoothing",
+    "RowSmoothing",
+    "BlockSmoothing",
+    "MultiBandSmoothing",
+    "MultiBlockSmoothing",
+    "RandomizedBandSmoothing",
+]

@@ -1,0 +1,477 @@
+"""Patch smoothers: column / row / block / multi-band / multi-block and randomized band smoothing.
+
+Each smoother runs the base model on every structured ablation of an image (SPEC section 1),
+counts the votes and certifies the prediction against m x m adversarial patches.
+
+How the work is batched (the engine should cost little beside the base model's forwards):
+ablated images are written by the fused ablation kernel straight into one reused buffer of at
+most ``batch_size`` images; several images share a forward when all their ablations fit,
+otherwise one image's ablations are split in chunks; votes are counted on the model's device
+and read back once per call.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from fastsmooth._validation import check_images, check_int, check_stats
+from fastsmooth.certificates.patch import (
+    band_delta,
+    block_delta,
+    certify_counts,
+    largest_certified_patch,
+    multi_band_delta,
+    multi_block_delta,
+    patch_deltas,
+    randomized_band_patch_size,
+)
+from fastsmooth.ops._dispatch import dispatch
+from fastsmooth.ops.ablation import _IMPLS as _ABLATE_IMPLS
+from fastsmooth.ops.ablation.masks import KeepMasks, cached_masks
+from fastsmooth.smoothing.base import BaseSmoother, Certified
+from fastsmooth.stats import clopper_pearson_lower
+
+Stats = Sequence[float] | torch.Tensor | None
+# masks_for(first_image, end_image, first_ablation, end_ablation) -> the masks of that block
+MaskSource = Callable[[int, int, int, int], KeepMasks]
+
+__all__ = [
+    "PatchSmoother",
+    "ColumnSmoothing",
+    "RowSmoothing",
+    "BlockSmoothing",
+    "MultiBandSmoothing",
+    "MultiBlockSmoothing",
+    "RandomizedBandSmoothing",
+]
+
+
+def _check_threshold(threshold: float | None) -> float | None:
+    if threshold is None:
+        return None
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be a float in (0, 1] or None (top-1 votes), got {threshold!r}")
+    return float(threshold)
+
+
+def _check_positive(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+class _AblationSmoother(BaseSmoother):
+    """Shared engine: votes of the base model over a set of ablations of each image."""
+
+    certificate_name = "patch_size"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        size: int,
+        threshold: float | None,
+        mean: Stats,
+        std: Stats,
+        batch_size: int,
+        backend: str,
+        autocast: torch.dtype | None,
+    ) -> None:
+        super().__init__(model, num_classes, batch_size=batch_size, backend=backend, autocast=autocast)
+        self.size = _check_positive(size, "size")
+        self.threshold = _check_threshold(threshold)
+        if (mean is None) != (std is None):
+            raise ValueError(f"mean and std must be given together, got mean={mean!r}, std={std!r}")
+        self.mean, self.std = mean, std
+        self._buffer: torch.Tensor | None = None
+
+    # -- input ---------------------------------------------------------------------------
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """x as a contiguous (B, C, H, W) batch on the model's device (a single image becomes B = 1)."""
+        if isinstance(x, torch.Tensor) and x.dim() == 3:
+            x = x[None]
+        check_images(x)
+        return x.to(self.device).contiguous()
+
+    # -- the engine ----------------------------------------------------------------------
+    def _out(self, n: int, x: torch.Tensor) -> torch.Tensor:
+        """A contiguous (n, 2C, H, W) view of one buffer reused across chunks and calls."""
+        _, C, H, W = x.shape
+        numel = n * 2 * C * H * W
+        buf = self._buffer
+        if buf is None or buf.numel() < numel or buf.dtype != x.dtype or buf.device != x.device:
+            buf = self._buffer = torch.empty(numel, dtype=x.dtype, device=x.device)
+        return buf[:numel].view(n, 2 * C, H, W)
+
+    def _votes(self, logits: torch.Tensor, images: int) -> torch.Tensor:
+        """Votes [images, K] (int64) of ``images * per_image`` consecutive (image-major) logits."""
+        K = self.num_classes
+        if self.threshold is not None:
+            # softmax >= theta in float32, as the authors' scripts: 0, 1 or several votes per ablation
+            return (logits.softmax(dim=1) >= self.threshold).view(images, -1, K).sum(dim=1)
+        top = logits.argmax(dim=1).view(images, -1)  # argmax returns the first (smallest) index on ties
+        return torch.zeros(images, K, dtype=torch.int64, device=logits.device).scatter_add_(
+            1, top, torch.ones_like(top)
+        )
+
+    def _accumulate(self, x: torch.Tensor, total: int, masks_for: MaskSource) -> torch.Tensor:
+        """Counts [B, K] on x's device over ``total`` ablations per image, in chunks of <= batch_size."""
+        B = x.shape[0]
+        counts = torch.zeros(B, self.num_classes, dtype=torch.int64, device=x.device)
+        # Validated once: ablate_with_masks would re-check the stats (a device sync) every chunk.
+        mean, std = check_stats(self.mean, self.std, x)
+
+        def run(lo: int, hi: int, first: int, end: int) -> None:
+            masks = masks_for(lo, hi, first, end)
+            out = self._out((hi - lo) * masks.count, x)
+            dispatch(_ABLATE_IMPLS, self.backend, x[lo:hi], masks, mean, std, out=out)
+            counts[lo:hi] += self._votes(self.logits(out), hi - lo)
+
+        if total <= self.batch_size:  # several whole images per forward
+            for images in self.chunks(B, total):
+                run(images.start, images.stop, 0, total)
+        else:  # one image at a time, its ablations in chunks
+            for b in range(B):
+                for ablations in self.chunks(total):
+                    run(b, b + 1, ablations.start, ablations.stop)
+        return counts
+
+
+def _slice(masks: KeepMasks, first: int, end: int) -> KeepMasks:
+    """Ablations first .. end - 1 of shared (M = 1) masks: contiguous views, no copy."""
+    tiles = None if masks.tiles is None else masks.tiles[:, first:end]
+    return dataclasses.replace(masks, rows=masks.rows[:, first:end], cols=masks.cols[:, first:end], tiles=tiles)
+
+
+class PatchSmoother(_AblationSmoother, abc.ABC):
+    """A deterministic patch smoother: every ablation of a fixed set votes once (SPEC section 1).
+
+    Subclasses say which ablations (``masks``) and how many of them an m x m patch can
+    intersect (``delta``). Results are returned on the CPU.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        size: int,
+        threshold: float | None = None,
+        mean: Stats = None,
+        std: Stats = None,
+        batch_size: int = 1000,
+        backend: str = "auto",
+        autocast: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast)
+
+    @abc.abstractmethod
+    def masks(self, height: int, width: int, device: torch.device) -> KeepMasks:
+        """Every ablation of a (height x width) image, in the spec's order."""
+
+    @abc.abstractmethod
+    def delta(self, patch_size: int | torch.Tensor, height: int, width: int) -> int | torch.Tensor:
+        """The largest number of ablations an m x m patch intersects."""
+
+    def _shape(self, x: torch.Tensor) -> tuple[int, int]:
+        """(H, W) of the images the ablations are defined on (after any transpose)."""
+        return x.shape[2], x.shape[3]
+
+    def _count(self, x: torch.Tensor) -> torch.Tensor:
+        """Counts [B, K] on the CPU of an already prepared batch."""
+        H, W = self._shape(x)
+        masks = self.masks(H, W, x.device)
+        return self._accumulate(x, masks.count, lambda lo, hi, first, end: _slice(masks, first, end)).cpu()
+
+    def counts(self, x: torch.Tensor) -> torch.Tensor:
+        """Votes per class, int64 [B, num_classes] on the CPU."""
+        return self._count(self._prepare(x))
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Argmax of the counts (smallest index on ties), int64 [B]. No abstain."""
+        return certify_counts(self.counts(x), 0)[0]
+
+    def certify(self, x: torch.Tensor, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prediction int64 [B], certified bool [B]) against any ``patch_size`` x ``patch_size`` patch."""
+        x = self._prepare(x)
+        H, W = self._shape(x)
+        patch_size = check_int(patch_size, "patch_size", 1, min(H, W))
+        return certify_counts(self._count(x), self.delta(patch_size, H, W))
+
+    def certified_patch_size(self, x: torch.Tensor) -> torch.Tensor:
+        """The largest certified patch size m (0 when none), int64 [B]."""
+        return self.evaluate_batch(x).certificate.to(torch.int64)
+
+    def evaluate_batch(self, x: torch.Tensor) -> Certified:
+        """Prediction and largest certified m (float64), scanning m = 1 .. min(H, W)."""
+        x = self._prepare(x)
+        H, W = self._shape(x)
+        deltas = patch_deltas(lambda m: self.delta(m, H, W), min(H, W))
+        prediction, size = largest_certified_patch(self._count(x), deltas)
+        return Certified(prediction, size.to(torch.float64))
+
+
+class ColumnSmoothing(PatchSmoother):
+    """Column smoothing: W bands of ``size`` columns, with wraparound; Delta = m + s - 1.
+
+    ``threshold`` theta: an ablation votes for every class with softmax >= theta (the authors
+    use 0.2 or 0.3); ``None``: one vote for the argmax class. ``mean`` / ``std`` normalize x
+    per channel before the ``[x, 1 - x]`` encoding. ``batch_size`` bounds the ablated images
+    per forward. ``autocast`` (torch.bfloat16 / torch.float16) runs the base model in reduced
+    precision: that changes the base classifier, and so the certificates.
+    """
+
+    axis = "column"
+
+    def masks(self, height: int, width: int, device: torch.device) -> KeepMasks:
+        check_int(self.size, "size", 1, width if self.axis == "column" else height)
+        return cached_masks("band", height, width, self.size, 0, self.axis, device)
+
+    def delta(self, patch_size: int | torch.Tensor, height: int, width: int) -> int | torch.Tensor:
+        return band_delta(patch_size, self.size)
+
+
+class RowSmoothing(ColumnSmoothing):
+    """Row smoothing: H bands of ``size`` rows (wraparound); Delta = m + s - 1.
+
+    ``transposed=True`` certifies models trained on transposed images (the authors' MNIST row
+    models): each image is transposed, then column bands are used, which is what those
+    models saw in training.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        size: int,
+        threshold: float | None = None,
+        mean: Stats = None,
+        std: Stats = None,
+        batch_size: int = 1000,
+        backend: str = "auto",
+        autocast: torch.dtype | None = None,
+        transposed: bool = False,
+    ) -> None:
+        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast)
+        if not isinstance(transposed, bool):
+            raise TypeError(f"transposed must be a bool, got {transposed!r}")
+        self.transposed = transposed
+        self.axis = "column" if transposed else "row"
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = super()._prepare(x)
+        return x.transpose(2, 3).contiguous() if self.transposed else x
+
+
+class BlockSmoothing(PatchSmoother):
+    """Block smoothing: H * W blocks of ``size`` x ``size`` (wraparound, i-major); Delta = (m + s - 1)^2."""
+
+    def masks(self, height: int, width: int, device: torch.device) -> KeepMasks:
+        check_int(self.size, "size", 1, min(height, width))
+        return cached_masks("block", height, width, self.size, 0, "column", device)
+
+    def delta(self, patch_size: int | torch.Tensor, height: int, width: int) -> int | torch.Tensor:
+        return block_delta(patch_size, self.size)
+
+
+class MultiBandSmoothing(PatchSmoother):
+    """Multi-band smoothing: every choice of ``keep`` of the W // s aligned bands (no wraparound).
+
+    Delta = C(B, keep) - C(B - a, keep) with a = ceil((m - 1) / s) + 1 and B = W // s.
+    ``axis="row"`` uses rows instead.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        size: int,
+        keep: int,
+        threshold: float | None = None,
+        mean: Stats = None,
+        std: Stats = None,
+        batch_size: int = 1000,
+        backend: str = "auto",
+        autocast: torch.dtype | None = None,
+        axis: str = "column",
+    ) -> None:
+        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast)
+        if axis not in ("column", "row"):
+            raise ValueError(f"axis must be 'column' or 'row', got {axis!r}")
+        self.keep = _check_positive(keep, "keep")
+        self.axis = axis
+
+    def _bands(self, height: int, width: int) -> int:
+        length = width if self.axis == "column" else height
+        check_int(self.size, "size", 1, length)
+        n = length // self.size
+        check_int(self.keep, "keep", 1, n)
+        return n
+
+    def masks(self, height: int, width: int, device: torch.device) -> KeepMasks:
+        self._bands(height, width)
+        return cached_masks("multi_band", height, width, self.size, self.keep, self.axis, device)
+
+    def delta(self, patch_size: int | torch.Tensor, height: int, width: int) -> int | torch.Tensor:
+        return multi_band_delta(patch_size, self.size, self._bands(height, width), self.keep)
+
+
+class MultiBlockSmoothing(PatchSmoother):
+    """Multi-block smoothing: every choice of ``keep`` of the aligned ``size`` x ``size`` tiles.
+
+    Tiles are numbered row-major, B = (H // s) * (W // s); Delta = C(B, keep) - C(B - a, keep)
+    with a = (ceil((m - 1) / s) + 1)^2.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        size: int,
+        keep: int,
+        threshold: float | None = None,
+        mean: Stats = None,
+        std: Stats = None,
+        batch_size: int = 1000,
+        backend: str = "auto",
+        autocast: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast)
+        self.keep = _check_positive(keep, "keep")
+
+    def _tiles(self, height: int, width: int) -> int:
+        check_int(self.size, "size", 1, min(height, width))
+        n = (height // self.size) * (width // self.size)
+        check_int(self.keep, "keep", 1, n)
+        return n
+
+    def masks(self, height: int, width: int, device: torch.device) -> KeepMasks:
+        self._tiles(height, width)
+        return cached_masks("multi_block", height, width, self.size, self.keep, "column", device)
+
+    def delta(self, patch_size: int | torch.Tensor, height: int, width: int) -> int | torch.Tensor:
+        return multi_block_delta(patch_size, self.size, self._tiles(height, width), self.keep)
+
+
+class RandomizedBandSmoothing(_AblationSmoother):
+    """Randomized band smoothing (the baseline of the paper's Tables 6 and 7).
+
+    Each sample keeps one band of ``size`` columns (rows for ``axis="row"``) at a uniformly
+    random position, with wraparound; top-1 votes. ``certify``: n0 samples choose the class
+    c, n further samples give n_c and the one-sided Clopper-Pearson lower bound p_lower at
+    level alpha; certified against m x m patches iff p_lower > 1/2 + (m + s - 1) / W.
+    Positions are drawn on the CPU from ``generator`` (reproducible on any device), each
+    image its own. ``n0``, ``n`` and ``alpha`` given here are the defaults of the methods.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        size: int,
+        mean: Stats = None,
+        std: Stats = None,
+        batch_size: int = 1000,
+        backend: str = "auto",
+        autocast: torch.dtype | None = None,
+        axis: str = "column",
+        n0: int = 1000,
+        n: int = 10000,
+        alpha: float = 0.05,
+    ) -> None:
+        super().__init__(model, num_classes, size, None, mean, std, batch_size, backend, autocast)
+        if axis not in ("column", "row"):
+            raise ValueError(f"axis must be 'column' or 'row', got {axis!r}")
+        self.axis = axis
+        self.n0, self.n = _check_positive(n0, "n0"), _check_positive(n, "n")
+        self.alpha = self._alpha(alpha)
+
+    @staticmethod
+    def _alpha(alpha: float) -> float:
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 0.5:
+            raise ValueError(f"alpha must be in (0, 0.5), got {alpha!r}")
+        return float(alpha)
+
+    def _length(self, x: torch.Tensor) -> int:
+        length = x.shape[3] if self.axis == "column" else x.shape[2]
+        check_int(self.size, "size", 1, length)
+        return length
+
+    def _sampled_counts(self, x: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        """Top-1 counts [B, K] on x's device over n random bands per image."""
+        length = self._length(x)
+        H, W = x.shape[2], x.shape[3]
+        every = cached_masks("band", H, W, self.size, 0, self.axis, x.device)
+        positions = torch.randint(length, (x.shape[0], n), generator=generator).to(x.device)
+
+        def masks_for(lo: int, hi: int, first: int, end: int) -> KeepMasks:
+            chosen = positions[lo:hi, first:end]  # per-image masks: M = number of images
+            return KeepMasks(every.rows[0][chosen], every.cols[0][chosen])
+
+        return self._accumulate(x, n, masks_for)
+
+    def counts(self, x: torch.Tensor, n: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Top-1 votes of ``n`` (default ``self.n``) random bands per image, int64 [B, K] on the CPU."""
+        n = self.n if n is None else _check_positive(n, "n")
+        return self._sampled_counts(self._prepare(x), n, generator).cpu()
+
+    def predict(self, x: torch.Tensor, n: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Argmax (smallest index on ties) of ``counts(x, n)``, int64 [B]."""
+        return certify_counts(self.counts(x, n, generator), 0)[0]
+
+    def _lower_bound(
+        self, x: torch.Tensor, n0: int | None, n: int | None, alpha: float | None, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prediction from n0 samples, its Clopper-Pearson lower bound p_lower from n samples)."""
+        n0 = self.n0 if n0 is None else _check_positive(n0, "n0")
+        n = self.n if n is None else _check_positive(n, "n")
+        alpha = self.alpha if alpha is None else self._alpha(alpha)
+        selection = self._sampled_counts(x, n0, generator)
+        prediction = certify_counts(selection.cpu(), 0)[0]
+        estimation = self._sampled_counts(x, n, generator).cpu()
+        top = estimation.gather(1, prediction[:, None])[:, 0]
+        return prediction, torch.from_numpy(clopper_pearson_lower(top.numpy(), n, alpha)).reshape(-1)
+
+    def certify(
+        self,
+        x: torch.Tensor,
+        patch_size: int,
+        n0: int | None = None,
+        n: int | None = None,
+        alpha: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prediction int64 [B], certified bool [B]) against ``patch_size`` x ``patch_size`` patches."""
+        x = self._prepare(x)
+        patch_size = check_int(patch_size, "patch_size", 1, min(x.shape[2], x.shape[3]))
+        prediction, p_lower = self._lower_bound(x, n0, n, alpha, generator)
+        return prediction, p_lower > 0.5 + band_delta(patch_size, self.size) / self._length(x)
+
+    def certified_patch_size(
+        self,
+        x: torch.Tensor,
+        n0: int | None = None,
+        n: int | None = None,
+        alpha: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The largest certified patch size m (0 when none), int64 [B]."""
+        return self.evaluate_batch(x, n0, n, alpha, generator).certificate.to(torch.int64)
+
+    def evaluate_batch(
+        self,
+        x: torch.Tensor,
+        n0: int | None = None,
+        n: int | None = None,
+        alpha: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Certified:
+        """Prediction and largest certified m (float64), scanning m = 1 .. min(H, W)."""
+        x = self._prepare(x)
+        prediction, p_lower = self._lower_bound(x, n0, n, alpha, generator)
+        size = randomized_band_patch_size(p_lower, self.size, self._length(x), min(x.shape[2], x.shape[3]))
+        return Certified(prediction, size.to(torch.float64))
+
