@@ -49,12 +49,13 @@ def check_stats(
     channels = x.shape[1]
     out = []
     for name, value in (("mean", mean), ("std", std)):
-        t = torch.as_tensor(value, dtype=accumulation_dtype(x.dtype)).to(x.device).reshape(-1).contiguous()
+        # Checked on the host, then moved: no device synchronization when x is on a GPU.
+        t = torch.as_tensor(value, dtype=accumulation_dtype(x.dtype), device="cpu").reshape(-1)
         if t.numel() != channels:
             raise ValueError(f"{name} must have one entry per channel (C = {channels}), got {t.numel()}: {value!r}")
-        out.append(t)
-    if bool((out[1] == 0).any()):
-        raise ValueError(f"std must be nonzero, got {std!r}")
+        if name == "std" and bool((t == 0).any()):
+            raise ValueError(f"std must be nonzero, got {value!r}")
+        out.append(t.to(x.device).contiguous())
     return out[0], out[1]
 
 

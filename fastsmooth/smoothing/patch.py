@@ -29,8 +29,7 @@ from fastsmooth.certificates.patch import (
     patch_deltas,
     randomized_band_patch_size,
 )
-from fastsmooth.ops._dispatch import dispatch
-from fastsmooth.ops.ablation import _IMPLS as _ABLATE_IMPLS
+from fastsmooth.ops.ablation import ablate_checked
 from fastsmooth.ops.ablation.masks import KeepMasks, cached_masks
 from fastsmooth.smoothing.base import BaseSmoother, Certified
 from fastsmooth.stats import clopper_pearson_lower
@@ -122,13 +121,12 @@ class _AblationSmoother(BaseSmoother):
         """Counts [B, K] on x's device over ``total`` ablations per image, in chunks of <= batch_size."""
         B = x.shape[0]
         counts = torch.zeros(B, self.num_classes, dtype=torch.int64, device=x.device)
-        # Validated once: ablate_with_masks would re-check the stats (a device sync) every chunk.
-        mean, std = check_stats(self.mean, self.std, x)
+        mean, std = check_stats(self.mean, self.std, x)  # once per call, not per chunk
 
         def run(lo: int, hi: int, first: int, end: int) -> None:
             masks = masks_for(lo, hi, first, end)
             out = self._out((hi - lo) * masks.count, x)
-            dispatch(_ABLATE_IMPLS, self.backend, x[lo:hi], masks, mean, std, out=out)
+            ablate_checked(x[lo:hi], masks, mean, std, out=out, backend=self.backend)
             counts[lo:hi] += self._votes(self.logits(out), hi - lo)
 
         if total <= self.batch_size:  # several whole images per forward

@@ -59,7 +59,22 @@ def ablate_with_masks(
     B, C, H, W = x.shape
     mean_t, std_t = check_stats(mean, std, x)
     check_out(out, (B * masks.count, 2 * C, H, W), x)
-    return dispatch(_IMPLS, backend, x, masks.to(x.device), mean_t, std_t, out=out)
+    return ablate_checked(x, masks.to(x.device), mean_t, std_t, out=out, backend=backend)
+
+
+def ablate_checked(
+    x: torch.Tensor,
+    masks: KeepMasks,
+    mean: torch.Tensor | None,
+    std: torch.Tensor | None,
+    *,
+    out: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """``ablate_with_masks`` for arguments already checked: x from ``check_images``, mean/std
+    from ``check_stats`` and masks on x's device. For loops that check once per call rather
+    than once per chunk (a value check of device tensors would synchronize with the GPU)."""
+    return dispatch(_IMPLS, backend, x, masks, mean, std, out=out)
 
 
 def _axis(axis: str) -> str:
