@@ -14,6 +14,7 @@ from fastsmooth.ops.ablation import (
     block_combinations,
     encode,
 )
+from fastsmooth.ops.pixel_ablation import ablate_pixels, ablate_pixels_train
 
 __all__ = [
     "encode",
@@ -26,4 +27,6 @@ __all__ = [
     "ablate_with_masks",
     "band_combinations",
     "block_combinations",
+    "ablate_pixels",
+    "ablate_pixels_train",
 ]

@@ -16,3 +16,15 @@ def _ablate_fake(x, rows, cols, tiles, tile_h, tile_w, mean, std):
 @torch.library.register_fake("fastsmooth::ablate_out")
 def _ablate_out_fake(x, rows, cols, tiles, tile_h, tile_w, mean, std, out):
     return None
+
+
+# l0 pixel ablation (fastsmooth/ops/pixel_ablation).
+@torch.library.register_fake("fastsmooth::ablate_pixels")
+def _ablate_pixels_fake(x, keep, n, seed, shared, mean, std):
+    B, C, H, W = x.shape
+    return x.new_empty((B * n, 2 * C, H, W))
+
+
+@torch.library.register_fake("fastsmooth::ablate_pixels_out")
+def _ablate_pixels_out_fake(x, keep, n, seed, shared, mean, std, out):
+    return None
