@@ -10,3 +10,9 @@ __version__ = "0.1.0"
 __all__ = ["BACKENDS", "BackendInfo", "FastsmoothWarning", "backends", "ops", "__version__"]
 
 warn_if_degraded()
+
+# l0 randomized ablation.
+from fastsmooth.certificates.l0 import l0_delta, l0_radius  # noqa: E402
+from fastsmooth.smoothing.l0 import RandomizedAblation  # noqa: E402
+
+__all__ += ["RandomizedAblation", "l0_delta", "l0_radius"]

@@ -30,3 +30,8 @@ __all__ = [
     "ablate_pixels",
     "ablate_pixels_train",
 ]
+
+# l0 randomized ablation (fastsmooth/ops/pixel_ablation).
+from fastsmooth.ops.pixel_ablation import ablate_pixels, ablate_pixels_train  # noqa: E402
+
+__all__ += ["ablate_pixels", "ablate_pixels_train"]

@@ -2,3 +2,8 @@
 from fastsmooth.smoothing.base import BaseSmoother, Certified
 
 __all__ = ["BaseSmoother", "Certified"]
+
+# l0 randomized ablation.
+from fastsmooth.smoothing.l0 import RandomizedAblation  # noqa: E402
+
+__all__ += ["RandomizedAblation"]
