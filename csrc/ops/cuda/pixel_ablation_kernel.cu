@@ -1,9 +1,10 @@
 // CUDA kernel of fastsmooth::ablate_pixels: one thread block per output sample.
 //
 // The block finds the keep-th smallest of the sample's d pixel keys by most significant digit
-// first radix selection (8 passes of 8-bit digits, each a 256-bin shared-memory histogram of
-// the keys that share the digits chosen so far), then writes the encoded image under the mask
-// key <= threshold, consecutive threads on consecutive pixels (coalesced). Keys live in shared
+// first radix selection (8-bit digits, each pass a 256-bin shared-memory histogram of the keys
+// that share the digits chosen so far, until the chosen bin holds one key), then writes the
+// encoded image under the mask key <= threshold, consecutive threads on consecutive pixels
+// (coalesced). Keys live in shared
 // memory when they fit (d <= kCachedPixels) and are recomputed from Philox otherwise: that is
 // cheaper than a trip through global memory and keeps ImageNet-size images on one block.
 #include <algorithm>
@@ -33,46 +34,73 @@ struct SampleKeys {
   }
 };
 
-// The keep-th smallest key (1 <= keep < d); every thread of the block returns it.
-__device__ uint64_t select_threshold(const SampleKeys& keys, int64_t keep, unsigned int* hist, uint64_t* s_prefix,
-                                     int64_t* s_rank) {
-  uint64_t prefix = 0;
-  int64_t rank = keep;  // 1-based rank still to find among the keys matching prefix
-  for (int shift = 56; shift >= 0; shift -= 8) {
-    for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
-    __syncthreads();
-    const uint64_t high = shift == 56 ? 0 : (~uint64_t(0) << (shift + 8));  // digits already fixed
-    for (int64_t q = threadIdx.x; 2 * q < keys.d; q += blockDim.x) {
-      uint64_t k0, k1;
-      if (keys.cached != nullptr) {
-        k0 = keys.cached[2 * q];
-        k1 = 2 * q + 1 < keys.d ? keys.cached[2 * q + 1] : ~uint64_t(0);
-      } else {
-        const KeyPair pair = pixel_key_pair(keys.seed, keys.sample, q, keys.index_bits);
-        k0 = pair.even;
-        k1 = pair.odd;
-      }
-      if ((k0 & high) == prefix) atomicAdd(&hist[(k0 >> shift) & 255], 1u);
-      if (2 * q + 1 < keys.d && (k1 & high) == prefix) atomicAdd(&hist[(k1 >> shift) & 255], 1u);
+// Calls f(key) for every key of the sample, the block's threads striding over pixel pairs.
+template <typename F>
+__device__ void for_each_key(const SampleKeys& keys, F f) {
+  for (int64_t q = threadIdx.x; 2 * q < keys.d; q += blockDim.x) {
+    const bool has_odd = 2 * q + 1 < keys.d;
+    if (keys.cached != nullptr) {
+      f(keys.cached[2 * q]);
+      if (has_odd) f(keys.cached[2 * q + 1]);
+    } else {
+      const KeyPair pair = pixel_key_pair(keys.seed, keys.sample, q, keys.index_bits);
+      f(pair.even);
+      if (has_odd) f(pair.odd);
     }
+  }
+}
+
+struct SelectScratch {
+  unsigned int hist[256];
+  unsigned long long threshold;
+  uint64_t prefix;
+  int64_t rank, count;
+};
+
+// The keep-th smallest key (1 <= keep < d); every thread of the block returns it. Each pass
+// fixes one 8-bit digit; the loop stops as soon as the chosen bin holds a single key (after
+// about log256(d) + 1 passes) and a last pass picks that key out.
+__device__ uint64_t select_threshold(const SampleKeys& keys, int64_t keep, SelectScratch& sh) {
+  uint64_t prefix = 0;
+  int64_t rank = keep;     // 1-based rank still to find among the keys matching prefix
+  int64_t count = keys.d;  // keys matching prefix on the digits fixed so far
+  int last = 64;           // lowest fixed bit
+  while (count > 1 && last > 0) {
+    const int shift = last - 8;
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) sh.hist[i] = 0;
+    __syncthreads();
+    const uint64_t high = last == 64 ? 0 : (~uint64_t(0) << last);
+    for_each_key(keys, [&](uint64_t k) {
+      if ((k & high) == prefix) atomicAdd(&sh.hist[(k >> shift) & 255], 1u);
+    });
     __syncthreads();
     if (threadIdx.x == 0) {
       int64_t below = 0;
       int digit = 0;
       for (; digit < 255; ++digit) {
-        if (below + hist[digit] >= rank) break;
-        below += hist[digit];
+        if (below + sh.hist[digit] >= rank) break;
+        below += sh.hist[digit];
       }
-      *s_prefix = prefix | (uint64_t(digit) << shift);
-      *s_rank = rank - below;
+      sh.prefix = prefix | (uint64_t(digit) << shift);
+      sh.rank = rank - below;
+      sh.count = sh.hist[digit];
     }
     __syncthreads();
-    prefix = *s_prefix;
-    rank = *s_rank;
-    // The next pass rewrites *s_prefix only after its histogram barrier, which every thread
+    prefix = sh.prefix;
+    rank = sh.rank;
+    count = sh.count;
+    last = shift;
+    // The next pass rewrites sh.prefix only after its histogram barrier, which every thread
     // reaches after reading it here, so no further barrier is needed.
   }
-  return prefix;
+  if (threadIdx.x == 0) sh.threshold = ~0ull;
+  __syncthreads();
+  const uint64_t high = last == 64 ? 0 : (~uint64_t(0) << last);
+  for_each_key(keys, [&](uint64_t k) {
+    if ((k & high) == prefix) atomicMin(&sh.threshold, static_cast<unsigned long long>(k));
+  });
+  __syncthreads();
+  return sh.threshold;
 }
 
 template <typename scalar_t>
@@ -83,9 +111,7 @@ __global__ void ablate_pixels_kernel(const scalar_t* __restrict__ x, scalar_t* _
                                      bool cache) {
   using acc_t = typename Convert<scalar_t>::acc_t;
   extern __shared__ uint64_t cached[];
-  __shared__ unsigned int hist[256];
-  __shared__ uint64_t s_prefix;
-  __shared__ int64_t s_rank;
+  __shared__ SelectScratch scratch;
   const int64_t s_out = blockIdx.x;
   const int64_t b = s_out / n, j = s_out % n;
   const SampleKeys keys{cache ? cached : nullptr, seed, pixel_sample_id(b, j, n, shared), d, index_bits};
@@ -98,7 +124,7 @@ __global__ void ablate_pixels_kernel(const scalar_t* __restrict__ x, scalar_t* _
     __syncthreads();
   }
   const bool select = keep > 0 && keep < d;
-  const uint64_t threshold = select ? select_threshold(keys, keep, hist, &s_prefix, &s_rank) : 0;
+  const uint64_t threshold = select ? select_threshold(keys, keep, scratch) : 0;
   const scalar_t zero = Convert<scalar_t>::store(acc_t(0));
   const scalar_t* xb = x + b * C * d;
   scalar_t* o = out + s_out * 2 * C * d;

@@ -1,9 +1,9 @@
 """Triton kernel of l0 pixel ablation (beside its reference in reference.py).
 
 One program owns one output sample. It finds the keep-th smallest pixel key by a most
-significant digit first radix selection (16 passes of 4-bit digits, each a 16-bin histogram
-of the keys that share the digits chosen so far), then writes the encoded image under the
-mask ``key <= threshold``. Keys are recomputed from Philox in every pass rather than stored,
+significant digit first radix selection (4-bit digits, each pass a 16-bin histogram of the
+keys that share the digits chosen so far, until the chosen bin holds one key), then writes the
+encoded image under the mask ``key <= threshold``. Keys are recomputed from Philox in every pass rather than stored,
 except when the whole image fits one block (then they stay in registers).
 """
 from __future__ import annotations
@@ -41,6 +41,13 @@ def _digit_histogram(keys, valid, prefix, shift):
 
 
 @triton.jit
+def _min_matching(keys, valid, prefix, last):
+    """Smallest valid key whose digits from bit ``last`` up equal prefix's."""
+    match = valid & ((((keys ^ prefix) >> (last - 4)) >> 4) == 0)
+    return tl.min(tl.where(match, keys, 0xFFFFFFFFFFFFFFFF), axis=0)
+
+
+@triton.jit
 def _ablate_pixels_kernel(
     x_ptr, out_ptr, mean_ptr, std_ptr, seed,
     C, d, n, keep,
@@ -59,11 +66,15 @@ def _ablate_pixels_kernel(
     bins = tl.arange(0, 16)
     if ONE_BLOCK:
         cached = _keys(seed, s_lo, s_hi, offs, IDX_BITS)
-    # Radix selection of the keep-th smallest key (keep >= 1; keep = 0 is masked below).
+    # Radix selection of the keep-th smallest key (keep >= 1; keep = 0 is masked below). `last`
+    # is the lowest digit fixed so far; once the chosen bin holds a single key (usually after
+    # log16(d) + 1 passes, not 16) that key is the threshold and the loop stops.
     prefix = tl.zeros([], dtype=tl.uint64)
     rank = tl.maximum(keep, 1)  # 1-based rank still to find among keys matching prefix
-    for step in range(16):
-        shift = 60 - 4 * step
+    count = d  # keys matching prefix on the digits fixed so far
+    last = 64
+    while (count > 1) & (last > 0):
+        shift = last - 4
         if ONE_BLOCK:
             hist = _digit_histogram(cached, offs < d, prefix, shift)
         else:
@@ -74,7 +85,18 @@ def _ablate_pixels_kernel(
         cum = tl.cumsum(hist, axis=0)
         digit = tl.sum((cum < rank).to(tl.int32), axis=0)
         rank -= tl.sum(tl.where(bins < digit, hist, 0), axis=0)
+        count = tl.sum(tl.where(bins == digit, hist, 0), axis=0)
         prefix = prefix | (digit.to(tl.uint64) << shift)
+        last = shift
+    # The threshold: the one key whose digits from `last` up equal prefix's (two shifts: last
+    # may be 64).
+    threshold = tl.full([], 0xFFFFFFFFFFFFFFFF, dtype=tl.uint64)
+    if ONE_BLOCK:
+        threshold = _min_matching(cached, offs < d, prefix, last)
+    else:
+        for start in range(0, d, BLOCK):
+            p = start + offs
+            threshold = tl.minimum(threshold, _min_matching(_keys(seed, s_lo, s_hi, p, IDX_BITS), p < d, prefix, last))
     # Write: kept pixels get the encoded values, the others NULL.
     out_base = s_out * 2 * C * d
     for start in range(0, d, BLOCK):
@@ -84,7 +106,7 @@ def _ablate_pixels_kernel(
             keys = cached
         else:
             keys = _keys(seed, s_lo, s_hi, p, IDX_BITS)
-        kept = (keys <= prefix) & (keep > 0)
+        kept = (keys <= threshold) & (keep > 0)
         for c in range(C):
             v = tl.load(x_ptr + (b * C + c) * d + p, mask=valid, other=0.0).to(ACC_DTYPE)
             if NORMALIZE:
