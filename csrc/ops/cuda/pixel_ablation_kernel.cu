@@ -4,9 +4,9 @@
 // first radix selection (8-bit digits, each pass a 256-bin shared-memory histogram of the keys
 // that share the digits chosen so far, until the chosen bin holds one key), then writes the
 // encoded image under the mask key <= threshold, consecutive threads on consecutive pixels
-// (coalesced). Keys live in shared
-// memory when they fit (d <= kCachedPixels) and are recomputed from Philox otherwise: that is
-// cheaper than a trip through global memory and keeps ImageNet-size images on one block.
+// (coalesced). Keys live in shared memory when they fit (d <= kCachedPixels) and are
+// recomputed from Philox otherwise: that is cheaper than a trip through global memory and
+// keeps ImageNet-size images on one block.
 #include <algorithm>
 
 #include "../common/ablation.h"
