@@ -80,8 +80,10 @@ def l0_delta(rho: int | np.ndarray | torch.Tensor, d: int, keep: int) -> np.ndar
         raise ValueError(f"rho must lie in [0, d = {d}], got {r[(r < 0) | (r > d)].flat[0]}")
     r = r.astype(np.int64)
     i = np.arange(int(r.max()) if r.size else 0, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        log_q = np.concatenate([[0.0], np.cumsum(np.log1p(-keep / (d - i)))])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # Factor i is (d - k - i) / (d - i): zero from i = d - k on, so Delta = 1 beyond.
+        terms = np.where(i < d - keep, np.log1p(-keep / (d - i)), -np.inf)
+    log_q = np.concatenate([[0.0], np.cumsum(terms)])
     return 0.0 - np.expm1(log_q[r])  # 0.0 - : no negative zero at rho = 0
 
 
