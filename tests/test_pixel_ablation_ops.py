@@ -146,9 +146,15 @@ def test_argument_errors():
         ablate_pixels(x, 3, 2, out=torch.empty(3, 6, 4, 4))
     with pytest.raises(ValueError, match="mean"):
         ablate_pixels(x, 3, 2, mean=[0.5, 0.5, 0.5])
+
+
+def test_compiled_op_checks_arguments():
+    require_backend("cpu")
+    x = torch.rand(1, 3, 4, 4)
     with pytest.raises(RuntimeError, match="keep must be in"):
-        require_backend("cpu")
         torch.ops.fastsmooth.ablate_pixels(x, 17, 2, 0, False, None, None)
+    with pytest.raises(RuntimeError, match="seed must be >= 0"):
+        torch.ops.fastsmooth.ablate_pixels(x, 3, 2, -1, False, None, None)
 
 
 def test_opcheck():
