@@ -7,12 +7,14 @@ vote counts in :mod:`fastsmooth.certificates`; :func:`backends` reports which ke
 from fastsmooth._backend import BACKENDS, BackendInfo, FastsmoothWarning, backends, warn_if_degraded
 from fastsmooth import ops
 from fastsmooth import models
+from fastsmooth.certificates import l0_delta, l0_radius
 from fastsmooth.evaluate import EvaluationSummary, evaluate
 from fastsmooth.smoothing import (
     BlockSmoothing,
     ColumnSmoothing,
     MultiBandSmoothing,
     MultiBlockSmoothing,
+    RandomizedAblation,
     RandomizedBandSmoothing,
     RowSmoothing,
     Smooth,
@@ -36,7 +38,11 @@ __all__ = [
     "MultiBlockSmoothing",
     "RandomizedBandSmoothing",
     "Smooth",
+    "RandomizedAblation",
+    "l0_delta",
+    "l0_radius",
     "__version__",
 ]
 
 warn_if_degraded()
+

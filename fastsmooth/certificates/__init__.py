@@ -1,5 +1,6 @@
 """Certificates: pure, vectorized functions on vote counts (no model)."""
 from fastsmooth.certificates.counts import top_two
+from fastsmooth.certificates.l0 import l0_delta, l0_delta_exact, l0_radius
 from fastsmooth.certificates.patch import (
     band_delta,
     block_delta,
@@ -23,4 +24,7 @@ __all__ = [
     "largest_certified_patch",
     "randomized_band_certified",
     "randomized_band_patch_size",
+    "l0_delta",
+    "l0_delta_exact",
+    "l0_radius",
 ]

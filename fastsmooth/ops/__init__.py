@@ -15,6 +15,7 @@ from fastsmooth.ops.ablation import (
     encode,
 )
 from fastsmooth.ops.gaussian import gaussian_noise
+from fastsmooth.ops.pixel_ablation import ablate_pixels, ablate_pixels_train
 
 __all__ = [
     "encode",
@@ -28,4 +29,6 @@ __all__ = [
     "band_combinations",
     "block_combinations",
     "gaussian_noise",
+    "ablate_pixels",
+    "ablate_pixels_train",
 ]

@@ -27,3 +27,15 @@ def _gaussian_noise_fake(x, sigma, n, seed, start, count):
 @torch.library.register_fake("fastsmooth::gaussian_noise_out")
 def _gaussian_noise_out_fake(x, sigma, n, seed, start, count, out):
     return None
+
+
+# l0 pixel ablation (fastsmooth/ops/pixel_ablation).
+@torch.library.register_fake("fastsmooth::ablate_pixels")
+def _ablate_pixels_fake(x, keep, n, seed, shared, mean, std):
+    B, C, H, W = x.shape
+    return x.new_empty((B * n, 2 * C, H, W))
+
+
+@torch.library.register_fake("fastsmooth::ablate_pixels_out")
+def _ablate_pixels_out_fake(x, keep, n, seed, shared, mean, std, out):
+    return None

@@ -1,6 +1,7 @@
 """Smoothed classifiers: run a base model on ablated / noised batches and certify."""
 from fastsmooth.smoothing.base import BaseSmoother, Certified
 from fastsmooth.smoothing.gaussian import Smooth
+from fastsmooth.smoothing.l0 import RandomizedAblation
 from fastsmooth.smoothing.patch import (
     BlockSmoothing,
     ColumnSmoothing,
@@ -22,4 +23,5 @@ __all__ = [
     "MultiBandSmoothing",
     "MultiBlockSmoothing",
     "RandomizedBandSmoothing",
+    "RandomizedAblation",
 ]
