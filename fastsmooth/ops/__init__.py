@@ -14,6 +14,14 @@ from fastsmooth.ops.ablation import (
     block_combinations,
     encode,
 )
+from fastsmooth.ops.splitting import (
+    dssn_levels,
+    dssn_split,
+    dssn_split_random,
+    dssn_template,
+    ssn_noise,
+    uniform_noise,
+)
 
 __all__ = [
     "encode",
@@ -26,4 +34,10 @@ __all__ = [
     "ablate_with_masks",
     "band_combinations",
     "block_combinations",
+    "dssn_levels",
+    "dssn_template",
+    "dssn_split",
+    "dssn_split_random",
+    "ssn_noise",
+    "uniform_noise",
 ]
