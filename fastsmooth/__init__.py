@@ -10,3 +10,7 @@ __version__ = "0.1.0"
 __all__ = ["BACKENDS", "BackendInfo", "FastsmoothWarning", "backends", "ops", "__version__"]
 
 warn_if_degraded()
+
+from fastsmooth.smoothing.l1 import DSSN, SSN, UniformSmoothing  # noqa: E402
+
+__all__ += ["DSSN", "SSN", "UniformSmoothing"]

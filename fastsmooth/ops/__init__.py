@@ -14,14 +14,6 @@ from fastsmooth.ops.ablation import (
     block_combinations,
     encode,
 )
-from fastsmooth.ops.splitting import (
-    dssn_levels,
-    dssn_split,
-    dssn_split_random,
-    dssn_template,
-    ssn_noise,
-    uniform_noise,
-)
 
 __all__ = [
     "encode",
@@ -34,10 +26,16 @@ __all__ = [
     "ablate_with_masks",
     "band_combinations",
     "block_combinations",
-    "dssn_levels",
-    "dssn_template",
-    "dssn_split",
-    "dssn_split_random",
-    "ssn_noise",
-    "uniform_noise",
 ]
+
+# l1 splitting noise (DSSN, SSN, uniform)
+from fastsmooth.ops.splitting import (  # noqa: E402
+    dssn_levels,
+    dssn_split,
+    dssn_split_random,
+    dssn_template,
+    ssn_noise,
+    uniform_noise,
+)
+
+__all__ += ["dssn_levels", "dssn_template", "dssn_split", "dssn_split_random", "ssn_noise", "uniform_noise"]
