@@ -15,15 +15,25 @@
 
 #include "../dssn_args.h"
 
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#define FS_X86_CLONES 1
+#define FS_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define FS_X86_CLONES 0
+#define FS_ALWAYS_INLINE
+#endif
+
 namespace fastsmooth {
 namespace {
 
 constexpr int64_t kChunk = 1024;  // elements per chunk: x, v and one output run stay in L1
 constexpr int64_t kGroup = 16;    // evaluations per work item
 
+// One output run: the split values of elements [0, len) of a chunk at evaluation k.
 template <bool General>
-void split_run(const float* __restrict__ x, const int32_t* __restrict__ v, float* __restrict__ out, int64_t len,
-               int32_t k, int32_t L, SplitParams p) {
+FS_ALWAYS_INLINE inline void split_run_body(const float* __restrict__ x, const int32_t* __restrict__ v,
+                                            float* __restrict__ out, int64_t len, int32_t k, int32_t L,
+                                            SplitParams p) {
   for (int64_t e = 0; e < len; ++e) {
     const float s = dssn_split_point(wrap_level(k, v[e], L), p.scale);
     if constexpr (General) {
@@ -32,6 +42,31 @@ void split_run(const float* __restrict__ x, const int32_t* __restrict__ v, float
       out[e] = fdiv(fadd(x[e] > s ? 1.0f : 0.0f, fmin1(s)), 2.0f);
     }
   }
+}
+
+template <bool General>
+void split_run_default(const float* x, const int32_t* v, float* out, int64_t len, int32_t k, int32_t L,
+                       SplitParams p) {
+  split_run_body<General>(x, v, out, len, k, L, p);
+}
+
+#if FS_X86_CLONES
+// The same loop compiled for AVX2 (8-wide divisions and rounding; no FMA, which is a separate
+// target feature, so results are unchanged), chosen at run time.
+template <bool General>
+__attribute__((target("avx2"))) void split_run_avx2(const float* x, const int32_t* v, float* out, int64_t len,
+                                                    int32_t k, int32_t L, SplitParams p) {
+  split_run_body<General>(x, v, out, len, k, L, p);
+}
+#endif
+
+template <bool General>
+void split_run(const float* x, const int32_t* v, float* out, int64_t len, int32_t k, int32_t L, SplitParams p) {
+#if FS_X86_CLONES
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) return split_run_avx2<General>(x, v, out, len, k, L, p);
+#endif
+  split_run_default<General>(x, v, out, len, k, L, p);
 }
 
 template <typename scalar_t>
