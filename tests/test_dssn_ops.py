@@ -109,6 +109,12 @@ def test_backend_equals_reference_tiny_q_and_unquantized_x(kernel_backend, lam):
     _check_backend(kernel_backend, torch.cat([x, x * 4]), lam=lam, q=4)  # values above 1
 
 
+@pytest.mark.parametrize("lam,q", [(0.003, 255), (0.2, 4)])
+def test_backend_equals_reference_single_level(kernel_backend, lam, q):
+    assert dssn_levels(lam=lam, q=q)[1] == 1  # L = 1: every split point is 1 / (2q)
+    _check_backend(kernel_backend, _images(2, 3, 2, 3, q=q), lam=lam, q=q)
+
+
 def test_random_split_is_one_evaluation_per_image(kernel_backend):
     dev = device_of(kernel_backend)
     x = _images(4, 3, 4, 4)

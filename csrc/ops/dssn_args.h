@@ -28,9 +28,8 @@ inline SplitParams check_dssn_args(const at::Tensor& x, const at::Tensor& offset
   TORCH_CHECK(offsets.device() == x.device() && offsets.is_contiguous(), op,
               ": offsets must be contiguous on x's device ", x.device());
   TORCH_CHECK(tmpl.scalar_type() == at::kShort, op, ": template must be int16, got ", tmpl.scalar_type());
-  TORCH_CHECK(tmpl.numel() == x.numel() / std::max<int64_t>(1, x.size(0)) || x.size(0) == 0, op,
-              ": template must hold C * H * W = ", x.size(1) * x.size(2) * x.size(3), " entries, got ",
-              tmpl.numel());
+  const int64_t d = x.size(1) * x.size(2) * x.size(3);
+  TORCH_CHECK(tmpl.numel() == d, op, ": template must hold C * H * W = ", d, " entries, got ", tmpl.numel());
   TORCH_CHECK(tmpl.device() == x.device() && tmpl.is_contiguous(), op,
               ": template must be contiguous on x's device ", x.device());
   const float qf = static_cast<float>(q), lf = static_cast<float>(levels);

@@ -77,7 +77,7 @@ void store_run(const float* values, scalar_t* out, int64_t len) {
 template <typename scalar_t>
 void dssn_split_typed(const at::Tensor& x, const at::Tensor& offsets, const at::Tensor& tmpl, int64_t levels,
                       const SplitParams& params, at::Tensor& out) {
-  const int64_t B = x.size(0), d = x.numel() / std::max<int64_t>(1, B), K = offsets.size(1);
+  const int64_t B = x.size(0), d = x.size(1) * x.size(2) * x.size(3), K = offsets.size(1);
   const int64_t shared = offsets.size(0) == 1 ? 0 : 1;
   const int64_t chunks = (d + kChunk - 1) / kChunk, groups = (K + kGroup - 1) / kGroup;
   const scalar_t* xp = x.data_ptr<scalar_t>();
@@ -128,7 +128,7 @@ at::Tensor dssn_split_cpu(const at::Tensor& x_in, const at::Tensor& offsets, con
 template <typename scalar_t, uint32_t Stream>
 void noise_typed(const at::Tensor& x, double lam, int64_t n, uint64_t seed, const SplitParams& params,
                  at::Tensor& out) {
-  const int64_t B = x.size(0), d = x.numel() / std::max<int64_t>(1, B);
+  const int64_t B = x.size(0), d = x.size(1) * x.size(2) * x.size(3);
   const scalar_t* xp = x.data_ptr<scalar_t>();
   scalar_t* op = out.data_ptr<scalar_t>();
   const float lam_f = static_cast<float>(lam);

@@ -32,9 +32,10 @@ def _split(x, s, scale, period, step, GENERAL: tl.constexpr):
 
 
 @triton.jit
-def _dssn_kernel(x_ptr, v_ptr, k_ptr, out_ptr, d, K, chunks, per_image, L, q, step,
+def _dssn_kernel(x_ptr, v_ptr, k_ptr, out_ptr, d, K, chunks, per_image, L, L_f, q, step,
                  GENERAL: tl.constexpr, BLOCK: tl.constexpr, K_BLOCK: tl.constexpr):
     # Program (image b, chunk of BLOCK elements, K_BLOCK evaluations): x and v are loaded once.
+    # L also comes as the float L_f: Triton turns an integer argument equal to 1 into a constant.
     pid = tl.program_id(0).to(tl.int64)
     b = pid // chunks
     e = (pid % chunks) * BLOCK + tl.arange(0, BLOCK)
@@ -49,7 +50,7 @@ def _dssn_kernel(x_ptr, v_ptr, k_ptr, out_ptr, d, K, chunks, per_image, L, q, st
             m = k + v
             m = tl.where(m >= L, m - L, m)
             s = tl.math.div_rn(m.to(tl.float32) + 0.5, q)
-            y = _split(x, s, q, L.to(tl.float32), step, GENERAL)
+            y = _split(x, s, q, L_f, step, GENERAL)
             tl.store(out_ptr + (b * K + j) * d + e, _to_output(y, out_ptr.dtype.element_ty), mask=ok)
 
 
@@ -68,7 +69,7 @@ def dssn_split_triton(
     chunks = triton.cdiv(d, block)
     step = np.float32(levels) / np.float32(q)
     _dssn_kernel[(B * chunks, triton.cdiv(K, k_block))](
-        x, template, offsets, out, d, K, chunks, int(offsets.shape[0] != 1), levels, _f32(q), float(step),
+        x, template, offsets, out, d, K, chunks, int(offsets.shape[0] != 1), levels, _f32(levels), _f32(q), float(step),
         GENERAL=general, BLOCK=block, K_BLOCK=k_block, enable_fp_fusion=False,
     )
     return out
