@@ -51,7 +51,7 @@ void split_run_default(const float* x, const int32_t* v, float* out, int64_t len
 }
 
 #if FS_X86_CLONES
-// The same loop compiled for AVX2 (8-wide divisions and rounding; no FMA, which is a separate
+// The same loop compiled for AVX2 (8-wide comparisons and divisions; no FMA, which is a separate
 // target feature, so results are unchanged), chosen at run time.
 template <bool General>
 __attribute__((target("avx2"))) void split_run_avx2(const float* x, const int32_t* v, float* out, int64_t len,
