@@ -14,10 +14,13 @@ from fastsmooth.smoothing import (
     ColumnSmoothing,
     MultiBandSmoothing,
     MultiBlockSmoothing,
+    DSSN,
+    SSN,
     RandomizedAblation,
     RandomizedBandSmoothing,
     RowSmoothing,
     Smooth,
+    UniformSmoothing,
 )
 
 __version__ = "0.1.0"
@@ -39,6 +42,9 @@ __all__ = [
     "RandomizedBandSmoothing",
     "Smooth",
     "RandomizedAblation",
+    "DSSN",
+    "SSN",
+    "UniformSmoothing",
     "l0_delta",
     "l0_radius",
     "__version__",

@@ -1,5 +1,6 @@
 """Certificates: pure, vectorized functions on vote counts (no model)."""
 from fastsmooth.certificates.counts import top_two
+from fastsmooth.certificates.l1 import dssn_radius, randomized_l1_radius
 from fastsmooth.certificates.l0 import l0_delta, l0_delta_exact, l0_radius
 from fastsmooth.certificates.patch import (
     band_delta,
@@ -27,4 +28,6 @@ __all__ = [
     "l0_delta",
     "l0_delta_exact",
     "l0_radius",
+    "dssn_radius",
+    "randomized_l1_radius",
 ]

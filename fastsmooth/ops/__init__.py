@@ -16,6 +16,14 @@ from fastsmooth.ops.ablation import (
 )
 from fastsmooth.ops.gaussian import gaussian_noise
 from fastsmooth.ops.pixel_ablation import ablate_pixels, ablate_pixels_train
+from fastsmooth.ops.splitting import (
+    dssn_levels,
+    dssn_split,
+    dssn_split_random,
+    dssn_template,
+    ssn_noise,
+    uniform_noise,
+)
 
 __all__ = [
     "encode",
@@ -31,4 +39,10 @@ __all__ = [
     "gaussian_noise",
     "ablate_pixels",
     "ablate_pixels_train",
+    "dssn_levels",
+    "dssn_template",
+    "dssn_split",
+    "dssn_split_random",
+    "ssn_noise",
+    "uniform_noise",
 ]

@@ -39,3 +39,24 @@ def _ablate_pixels_fake(x, keep, n, seed, shared, mean, std):
 @torch.library.register_fake("fastsmooth::ablate_pixels_out")
 def _ablate_pixels_out_fake(x, keep, n, seed, shared, mean, std, out):
     return None
+
+
+# --- l1 splitting ops (fastsmooth/ops/splitting) ---
+
+
+@torch.library.register_fake("fastsmooth::dssn_split")
+def _dssn_split_fake(x, offsets, template, levels, q, general):
+    B, C, H, W = x.shape
+    return x.new_empty((B * offsets.shape[1], C, H, W))
+
+
+@torch.library.register_fake("fastsmooth::ssn_noise")
+def _ssn_noise_fake(x, lam, n, seed):
+    B, C, H, W = x.shape
+    return x.new_empty((B * n, C, H, W))
+
+
+@torch.library.register_fake("fastsmooth::uniform_noise")
+def _uniform_noise_fake(x, lam, n, seed):
+    B, C, H, W = x.shape
+    return x.new_empty((B * n, C, H, W))

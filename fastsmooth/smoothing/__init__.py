@@ -2,6 +2,7 @@
 from fastsmooth.smoothing.base import BaseSmoother, Certified
 from fastsmooth.smoothing.gaussian import Smooth
 from fastsmooth.smoothing.l0 import RandomizedAblation
+from fastsmooth.smoothing.l1 import DSSN, SSN, UniformSmoothing
 from fastsmooth.smoothing.patch import (
     BlockSmoothing,
     ColumnSmoothing,
@@ -24,4 +25,7 @@ __all__ = [
     "MultiBlockSmoothing",
     "RandomizedBandSmoothing",
     "RandomizedAblation",
+    "DSSN",
+    "SSN",
+    "UniformSmoothing",
 ]

@@ -1,0 +1,108 @@
+// CUDA kernels of the l1 splitting ops.
+//
+// dssn_split: a thread owns one input element, which it reads once with its offset v, and
+// writes its split value for a group of kGroup evaluations (blockIdx.y picks the group, so a
+// single image still fills the GPU). Consecutive threads hold consecutive elements: every
+// store of a warp is coalesced. Arithmetic goes through the _rn intrinsics of common/dssn.h
+// (no FMA contraction), so results equal the CPU kernel and the reference bit for bit.
+#include <algorithm>
+
+#include "convert.cuh"
+#include "dssn_launchers.h"
+
+namespace fastsmooth {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kGroup = 16;
+
+template <typename scalar_t>
+__global__ void dssn_split_kernel(const scalar_t* __restrict__ x, const int16_t* __restrict__ tmpl,
+                                  const int64_t* __restrict__ ks, scalar_t* __restrict__ out, int64_t B, int64_t d,
+                                  int64_t K, bool per_image, int32_t L, SplitParams p) {
+  const int64_t total = B * d;
+  const int64_t j0 = int64_t(blockIdx.y) * kGroup, j1 = j0 + kGroup < K ? j0 + kGroup : K;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t b = i / d, e = i % d;
+    const float xv = Convert<scalar_t>::load(x[i]);
+    const int32_t v = tmpl[e];
+    const int64_t* kb = ks + (per_image ? b * K : 0);
+    for (int64_t j = j0; j < j1; ++j) {
+      const float s = dssn_split_point(wrap_level(static_cast<int32_t>(kb[j]), v, L), p.scale);
+      out[(b * K + j) * d + e] = Convert<scalar_t>::store(split_value(xv, s, p));
+    }
+  }
+}
+
+// One thread per group of four consecutive elements of one sample: one Philox call.
+template <typename scalar_t>
+__global__ void noise_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ out, int64_t d, int64_t n,
+                             int64_t total_groups, uint64_t seed, float lam, SplitParams p, bool ssn) {
+  const int64_t groups = (d + 3) / 4;
+  for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < total_groups;
+       g += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t sample = g / groups, e0 = (g % groups) * 4;
+    const Philox4 words = noise_words(seed, e0, sample, ssn ? kSsnStream : kUniformStream);
+    const scalar_t* xr = x + (sample / n) * d;
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int64_t e = e0 + r;
+      if (e < d) {
+        const float xv = Convert<scalar_t>::load(xr[e]);
+        const float y = ssn ? ssn_value(xv, words.v[r], p) : uniform_value(xv, words.v[r], p.period, lam);
+        out[sample * d + e] = Convert<scalar_t>::store(y);
+      }
+    }
+  }
+}
+
+template <typename scalar_t>
+cudaError_t dssn_typed(const DssnLaunch& a, cudaStream_t stream) {
+  const int64_t total = a.B * a.d;
+  if (total == 0 || a.K == 0) return cudaSuccess;
+  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 16);
+  const int64_t groups = (a.K + kGroup - 1) / kGroup;
+  if (groups > 65535) return cudaErrorInvalidConfiguration;  // K <= 1M evaluations per call
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(groups));
+  dssn_split_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(static_cast<const scalar_t*>(a.x), a.tmpl, a.ks,
+                                                             static_cast<scalar_t*>(a.out), a.B, a.d, a.K, a.per_image,
+                                                             a.levels, a.params);
+  return cudaGetLastError();
+}
+
+template <typename scalar_t>
+cudaError_t noise_typed(const NoiseLaunch& a, cudaStream_t stream) {
+  const int64_t total_groups = a.B * a.n * ((a.d + 3) / 4);
+  if (total_groups == 0) return cudaSuccess;
+  const int64_t blocks = std::min<int64_t>((total_groups + kThreads - 1) / kThreads, int64_t(1) << 20);
+  noise_kernel<scalar_t><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+      static_cast<const scalar_t*>(a.x), static_cast<scalar_t*>(a.out), a.d, a.n, total_groups, a.seed, a.lam,
+      a.params, a.ssn);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t launch_dssn_split(const DssnLaunch& args, cudaStream_t stream) {
+  switch (args.dtype) {
+    case DType::Float32: return dssn_typed<float>(args, stream);
+    case DType::Float64: return dssn_typed<double>(args, stream);
+    case DType::Float16: return dssn_typed<__half>(args, stream);
+    case DType::BFloat16: return dssn_typed<__nv_bfloat16>(args, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t launch_noise(const NoiseLaunch& args, cudaStream_t stream) {
+  switch (args.dtype) {
+    case DType::Float32: return noise_typed<float>(args, stream);
+    case DType::Float64: return noise_typed<double>(args, stream);
+    case DType::Float16: return noise_typed<__half>(args, stream);
+    case DType::BFloat16: return noise_typed<__nv_bfloat16>(args, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace cuda
+}  // namespace fastsmooth
