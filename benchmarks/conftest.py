@@ -20,14 +20,14 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
 
 
-def run(benchmark, fn, *, group: str, role: str, rounds: int, primary: bool = False, **info) -> object:
-    """Time ``fn`` (one warm-up round, then ``rounds`` rounds) under a group and role.
+def run(benchmark, fn, *, group: str, role: str, rounds: int, primary: bool = False, warmup: bool = True, **info) -> object:
+    """Time ``fn`` (one warm-up round unless ``warmup=False``, then ``rounds`` rounds) under a group and role.
 
     The ``primary`` benchmark of a group is the one the others' ratios are taken against.
     """
     benchmark.group = group
     benchmark.extra_info.update(role=role, primary=primary, machine=machine(), **info)
-    return benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)
+    return benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1 if warmup else 0)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -81,6 +81,13 @@ def triton_interpreted() -> bool:
 
 def backends() -> dict[str, BackendInfo]:
     """Report every backend: whether it is available here, on which devices, and why not."""
+    return dict(_backends(triton_interpreted()))
+
+
+@functools.cache
+def _backends(interpreted: bool) -> tuple[tuple[str, BackendInfo], ...]:
+    # Cached: ops resolve their backend on every call, and probing CUDA each time costs
+    # more than a small kernel. Keyed on TRITON_INTERPRET, the one input that may change.
     module, ext_reason = _load_extension()
     cuda_ok = torch.cuda.is_available()
     triton_ok, triton_reason = _triton_status()
@@ -89,8 +96,8 @@ def backends() -> dict[str, BackendInfo]:
     if not triton_ok:
         info["triton"] = BackendInfo("triton", False, (), triton_reason)
     elif cuda_ok:
-        info["triton"] = BackendInfo("triton", True, ("cuda",) + (("cpu",) if triton_interpreted() else ()))
-    elif triton_interpreted():
+        info["triton"] = BackendInfo("triton", True, ("cuda",) + (("cpu",) if interpreted else ()))
+    elif interpreted:
         info["triton"] = BackendInfo("triton", True, ("cpu",), "")
     else:
         info["triton"] = BackendInfo("triton", False, (), "no CUDA device (set TRITON_INTERPRET=1 to run it on the CPU)")
@@ -102,7 +109,7 @@ def backends() -> dict[str, BackendInfo]:
         info["cuda"] = BackendInfo("cuda", False, (), "no CUDA device is visible to torch")
     else:
         info["cuda"] = BackendInfo("cuda", True, ("cuda",))
-    return info
+    return tuple(info.items())
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:

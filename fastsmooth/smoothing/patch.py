@@ -12,7 +12,6 @@ and read back once per call.
 from __future__ import annotations
 
 import abc
-import dataclasses
 from collections.abc import Callable, Sequence
 
 import torch
@@ -141,8 +140,10 @@ class _AblationSmoother(BaseSmoother):
 
 def _slice(masks: KeepMasks, first: int, end: int) -> KeepMasks:
     """Ablations first .. end - 1 of shared (M = 1) masks: contiguous views, no copy."""
+    if first == 0 and end == masks.count:
+        return masks
     tiles = None if masks.tiles is None else masks.tiles[:, first:end]
-    return dataclasses.replace(masks, rows=masks.rows[:, first:end], cols=masks.cols[:, first:end], tiles=tiles)
+    return KeepMasks(masks.rows[:, first:end], masks.cols[:, first:end], tiles, masks.tile_h, masks.tile_w)
 
 
 class PatchSmoother(_AblationSmoother, abc.ABC):

@@ -1,0 +1,150 @@
+"""The evaluation-time tables of the papers (SPEC section 7), one benchmark group per row.
+
+Every row measures, in the same run and at the same forward batch size:
+1. ``fastsmooth``: the smoother's certify of a batch of images (end to end);
+2. ``naive``: the same certification written like the papers' code (benchmarks/naive_*.py);
+3. ``floor``: the base network's forward pass alone over the same number of pre-built inputs.
+
+Defaults are sized for a small CPU (a few images, reduced sample counts, the DSSN / uniform
+rows on WRN-16-2 instead of WRN-40-2); FASTSMOOTH_BENCH_PAPER=1 selects the papers' sizes and
+networks for a GPU machine. The ImageNet column row (ResNet-50 at 299 x 299, 299 forwards
+per image) takes minutes on a CPU: it runs by default only on a GPU, or with
+FASTSMOOTH_BENCH_IMAGENET=1. Base networks have random weights (timing does not depend on them).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable
+
+import pytest
+import torch
+
+import fastsmooth
+from conftest import quick, run
+from naive_patch import naive_block_certify, naive_column_certify
+from naive_randomized import naive_dssn_certify, naive_l0_certify, naive_uniform_certify
+from cohen_naive import NaiveSmooth
+from fastsmooth.models import WideResNet, build
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+PAPER = not quick()
+IMAGENET = DEVICE.type == "cuda" or os.environ.get("FASTSMOOTH_BENCH_IMAGENET") == "1"
+THETA = 0.3
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    method: str
+    data: str
+    net: Callable[[], torch.nn.Module]
+    net_name: str
+    shape: tuple[int, int, int]  # of one image
+    images: int
+    batch: int  # forward batch size, the same for all three roles
+    forwards_per_image: int  # number of base-model inputs per image
+    in_channels: int
+    fastsmooth: Callable  # (model, x) -> result
+    naive: Callable  # (model, x) -> result
+    rounds: int = 3
+
+
+def _wrn() -> torch.nn.Module:
+    return build("wrn40_2") if PAPER else WideResNet(depth=16, widen_factor=2)
+
+
+WRN = "WRN-40-2" if PAPER else "WRN-16-2"
+L0_N0, L0_N = (1000, 10000) if PAPER else (100, 1000)
+RS_N0, RS_N = (100, 100000) if PAPER else (100, 1000)
+UNI_N0, UNI_N = (64, 100000) if PAPER else (64, 1000)
+
+
+def _patch_row(method, data, net, net_name, shape, images, batch, size, m, rounds=3):
+    H, W = shape[1], shape[2]
+    column = method == "column"
+    smoother_cls = fastsmooth.ColumnSmoothing if column else fastsmooth.BlockSmoothing
+    naive = naive_column_certify if column else naive_block_certify
+    return Row(
+        f"{method} smoothing (s={size}, {m}x{m} patch)", data, net, net_name, shape, images, batch,
+        W if column else H * W, 2 * shape[0],
+        lambda model, x: smoother_cls(model, 10 if data != "ImageNet" else 1000, size, threshold=THETA,
+                                      batch_size=batch).certify(x, m),
+        lambda model, x: naive(model, x, size, m, 10 if data != "ImageNet" else 1000, THETA),
+        rounds,
+    )
+
+
+def _dssn_row(sigma, batch):
+    levels = fastsmooth.ops.dssn_levels(sigma=sigma)[1]
+
+    def quantized(x):
+        return (x * 255).round() / 255
+
+    return Row(
+        f"DSSN (sigma={sigma}, L={levels})", "CIFAR-10", _wrn, WRN, (3, 32, 32), 1, batch, levels, 3,
+        lambda model, x: fastsmooth.DSSN(model, 10, sigma=sigma, batch_size=batch).certify(quantized(x)),
+        lambda model, x: naive_dssn_certify(model, quantized(x), sigma, 10, batch),
+        rounds=1 if sigma > 1 else 3,
+    )
+
+
+ROWS = [
+    _patch_row("column", "MNIST", lambda: build("mnist_cnn"), "MNIST CNN", (1, 28, 28), 56, 56, 2, 5),
+    _patch_row("block", "MNIST", lambda: build("mnist_cnn"), "MNIST CNN", (1, 28, 28), 8 if not PAPER else 100, 8 if not PAPER else 100, 10, 5),
+    _patch_row("column", "CIFAR-10", lambda: build("cifar_resnet18"), "ResNet-18", (3, 32, 32), 4 if not PAPER else 100, 4 if not PAPER else 100, 4, 5),
+    _patch_row("block", "CIFAR-10", lambda: build("cifar_resnet18"), "ResNet-18", (3, 32, 32), 1 if not PAPER else 16, 1 if not PAPER else 16, 12, 5, rounds=2),
+    _patch_row("column", "ImageNet", lambda: build("imagenet_resnet50_6ch"), "ResNet-50", (3, 299, 299), 1, 1, 25, 42, rounds=1),
+    _dssn_row(0.25, 110),
+    _dssn_row(1.0, 128),
+    _dssn_row(3.5, 128),
+    Row(f"l0 ablation (k=45, n0={L0_N0}, n={L0_N})", "MNIST", lambda: build("mnist_cnn"), "MNIST CNN", (1, 28, 28), 1,
+        100, L0_N0 + L0_N, 2,
+        lambda model, x: fastsmooth.RandomizedAblation(model, 10, 45, batch_size=100).certify(x, L0_N0, L0_N, 0.05),
+        lambda model, x: naive_l0_certify(model, x, 45, L0_N0, L0_N, 0.05, 100, 10)),
+    Row(f"l0 ablation (k=75, n0={L0_N0}, n={L0_N})", "CIFAR-10", lambda: build("cifar_resnet18"), "ResNet-18", (3, 32, 32), 1,
+        100, L0_N0 + L0_N, 6,
+        lambda model, x: fastsmooth.RandomizedAblation(model, 10, 75, batch_size=100).certify(x, L0_N0, L0_N, 0.05),
+        lambda model, x: naive_l0_certify(model, x, 75, L0_N0, L0_N, 0.05, 100, 10), rounds=1),
+    Row(f"Gaussian (sigma=0.25, n0={RS_N0}, n={RS_N})", "CIFAR-10", lambda: build("cohen_cifar_resnet110"), "ResNet-110",
+        (3, 32, 32), 1, 100, RS_N0 + RS_N, 3,
+        lambda model, x: fastsmooth.Smooth(model, 10, 0.25).certify(x[0], RS_N0, RS_N, 0.001, 100),
+        lambda model, x: NaiveSmooth(model, 10, 0.25).certify(x[0], RS_N0, RS_N, 0.001, 100), rounds=1),
+    Row(f"uniform (sigma=0.5, n0={UNI_N0}, n={UNI_N})", "CIFAR-10", _wrn, WRN, (3, 32, 32), 1, 100, UNI_N0 + UNI_N, 3,
+        lambda model, x: fastsmooth.UniformSmoothing(model, 10, sigma=0.5, batch_size=100).certify(x, UNI_N0, UNI_N, 0.001),
+        lambda model, x: naive_uniform_certify(model, x, 0.5, UNI_N0, UNI_N, 0.001, 100, 10), rounds=1),
+]
+
+
+def _sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def floor(model: torch.nn.Module, inputs: torch.Tensor, total: int) -> None:
+    """The base network alone: ``total`` forwards in batches of len(inputs), pre-built inputs."""
+    with torch.inference_mode():
+        for start in range(0, total, len(inputs)):
+            model(inputs[: min(len(inputs), total - start)])
+    _sync()
+
+
+@pytest.mark.parametrize("role", ["fastsmooth", "naive", "floor"])
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: f"{r.method}, {r.data}")
+def test_paper_row(benchmark, row: Row, role: str):
+    if row.data == "ImageNet" and not IMAGENET:
+        pytest.skip("ImageNet at 299 x 299 takes minutes per role on a CPU: set FASTSMOOTH_BENCH_IMAGENET=1")
+    torch.manual_seed(0)
+    model = row.net().to(DEVICE).eval()
+    x = torch.rand(row.images, *row.shape, device=DEVICE)
+    group = f"{row.method}, {row.data}, {row.net_name}"
+    info = dict(images=row.images, batch=row.batch, forwards=row.images * row.forwards_per_image, device=str(DEVICE))
+    if role == "floor":
+        inputs = torch.rand(row.batch, row.in_channels, *row.shape[1:], device=DEVICE)
+        fn = lambda: floor(model, inputs, row.images * row.forwards_per_image)  # noqa: E731
+    else:
+        impl = row.fastsmooth if role == "fastsmooth" else row.naive
+        fn = lambda: (impl(model, x), _sync())  # noqa: E731
+    # Rows whose one round takes many seconds skip the warm-up round.
+    run(benchmark, fn, group=group, role=role, rounds=row.rounds, primary=role == "fastsmooth",
+        warmup=row.rounds > 1, **info)
