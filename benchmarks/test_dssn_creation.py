@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from fastsmooth import backends
+from conftest import run
 from fastsmooth.ops import dssn_levels, dssn_split, dssn_template
 
 BATCH = int(os.environ.get("FASTSMOOTH_BENCH_BATCH", "1"))
@@ -50,51 +51,26 @@ def _sync(device: str) -> None:
 
 @pytest.mark.parametrize("sigma", SIGMAS)
 @pytest.mark.parametrize("device", _devices())
-def test_fastsmooth(benchmark, sigma, device):
-    backend = "cpu" if device == "cpu" else "cuda"
-    if not backends()[backend].available:
-        pytest.skip(backends()[backend].reason)
-    x = _images(device)
-    dssn_split(x, sigma=sigma, backend=backend)  # warm the template cache
-
-    def run():
-        out = dssn_split(x, sigma=sigma, backend=backend)
-        _sync(device)
-        return out
-
-    out = benchmark(run)
-    benchmark.extra_info["bytes_written"] = out.numel() * out.element_size()
-
-
-@pytest.mark.parametrize("sigma", SIGMAS)
-@pytest.mark.parametrize("device", _devices())
-def test_naive(benchmark, sigma, device):
+@pytest.mark.parametrize("impl", ["fastsmooth", "naive", "copy floor"])
+def test_dssn_creation(benchmark, impl, sigma, device):
     x = _images(device)
     lam, levels = dssn_levels(sigma=sigma)
-    v = dssn_template(0, levels, (3, 32, 32), device)
-
-    def run():
-        out = naive_split(x, v, levels, lam)
-        _sync(device)
-        return out
-
-    out = benchmark(run)
-    assert torch.equal(out, dssn_split(x, sigma=sigma, backend="reference"))  # the same result
-
-
-@pytest.mark.parametrize("sigma", SIGMAS)
-@pytest.mark.parametrize("device", _devices())
-def test_copy_bandwidth(benchmark, sigma, device):
-    _, levels = dssn_levels(sigma=sigma)
-    src = torch.rand(BATCH * levels, 3, 32, 32, device=device)
-
-    def run():
-        out = torch.empty_like(src).copy_(src)
-        _sync(device)
-        return out
-
-    benchmark(run)
-    benchmark.extra_info["bytes_written"] = src.numel() * src.element_size()
+    group = f"DSSN creation, CIFAR-10 {BATCH}x3x32x32, sigma={sigma} (L={levels}), {device}"
+    nbytes = BATCH * levels * x[0].numel() * x.element_size()
+    if impl == "fastsmooth":
+        backend = "cpu" if device == "cpu" else "cuda"
+        if not backends()[backend].available:
+            pytest.skip(backends()[backend].reason)
+        dssn_split(x, sigma=sigma, backend=backend)  # warm the template cache
+        fn = lambda: (dssn_split(x, sigma=sigma, backend=backend), _sync(device))  # noqa: E731
+    elif impl == "naive":
+        v = dssn_template(0, levels, (3, 32, 32), device)
+        assert torch.equal(naive_split(x, v, levels, lam), dssn_split(x, sigma=sigma, backend="reference"))
+        fn = lambda: (naive_split(x, v, levels, lam), _sync(device))  # noqa: E731
+    else:
+        src = torch.rand(BATCH * levels, 3, 32, 32, device=device)
+        fn = lambda: (torch.empty_like(src).copy_(src), _sync(device))  # noqa: E731
+    run(benchmark, fn, group=group, role=impl, rounds=20, primary=impl == "fastsmooth", bytes=nbytes)
 
 
 assert math.isclose(dssn_levels(sigma=3.5)[1], 3091)

@@ -11,16 +11,14 @@ The figure to read is the mean time per call: one call certifies one image.
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-import fastsmooth  # noqa: E402
-from cohen_naive import NaiveSmooth  # noqa: E402
+import fastsmooth
+from cohen_naive import NaiveSmooth
+from conftest import run
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 N = int(os.environ.get("FASTSMOOTH_BENCH_N", 100_000 if DEVICE.type == "cuda" else 2000))
@@ -58,8 +56,8 @@ def test_certify_one_image(benchmark, setup, implementation, n):
         _sync()
         return result
 
-    benchmark.group = f"gaussian certify, CIFAR 3x32x32, n={n}, {DEVICE.type}"
-    benchmark.extra_info.update(device=str(DEVICE), n=n, n0=N0, batch_size=BATCH)
-    prediction, radius = benchmark.pedantic(certify, rounds=3, iterations=1, warmup_rounds=1)
+    group = f"gaussian certify, CIFAR 3x32x32, small CNN, n={n}, {DEVICE.type}"
+    prediction, radius = run(benchmark, certify, group=group, role=implementation, rounds=3,
+                             primary=implementation == "fastsmooth", images=1, n=n, n0=N0, batch_size=BATCH)
     benchmark.extra_info.update(prediction=prediction, radius=radius)
     assert prediction == smooth.ABSTAIN or 0 <= prediction < 10
