@@ -4,6 +4,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "launchers.h"
+
 namespace fastsmooth {
 namespace cuda {
 
@@ -27,6 +29,19 @@ struct Convert<__nv_bfloat16> {
   __device__ static float load(__nv_bfloat16 v) { return __bfloat162float(v); }
   __device__ static __nv_bfloat16 store(float v) { return __float2bfloat16_rn(v); }
 };
+
+// Calls f(T{}) with T the CUDA type of `dtype`: the one place the four floating dtypes are
+// mapped to kernel instantiations.
+template <typename F>
+cudaError_t with_float_dtype(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::Float32: return f(float{});
+    case DType::Float64: return f(double{});
+    case DType::Float16: return f(__half{});
+    case DType::BFloat16: return f(__nv_bfloat16{});
+  }
+  return cudaErrorInvalidValue;
+}
 
 }  // namespace cuda
 }  // namespace fastsmooth

@@ -85,23 +85,11 @@ cudaError_t noise_typed(const NoiseLaunch& a, cudaStream_t stream) {
 }  // namespace
 
 cudaError_t launch_dssn_split(const DssnLaunch& args, cudaStream_t stream) {
-  switch (args.dtype) {
-    case DType::Float32: return dssn_typed<float>(args, stream);
-    case DType::Float64: return dssn_typed<double>(args, stream);
-    case DType::Float16: return dssn_typed<__half>(args, stream);
-    case DType::BFloat16: return dssn_typed<__nv_bfloat16>(args, stream);
-  }
-  return cudaErrorInvalidValue;
+  return with_float_dtype(args.dtype, [&](auto zero) { return dssn_typed<decltype(zero)>(args, stream); });
 }
 
 cudaError_t launch_noise(const NoiseLaunch& args, cudaStream_t stream) {
-  switch (args.dtype) {
-    case DType::Float32: return noise_typed<float>(args, stream);
-    case DType::Float64: return noise_typed<double>(args, stream);
-    case DType::Float16: return noise_typed<__half>(args, stream);
-    case DType::BFloat16: return noise_typed<__nv_bfloat16>(args, stream);
-  }
-  return cudaErrorInvalidValue;
+  return with_float_dtype(args.dtype, [&](auto zero) { return noise_typed<decltype(zero)>(args, stream); });
 }
 
 }  // namespace cuda

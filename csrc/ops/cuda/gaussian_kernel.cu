@@ -45,13 +45,7 @@ cudaError_t launch_typed(const GaussianLaunch& a, cudaStream_t stream) {
 }  // namespace
 
 cudaError_t launch_gaussian_noise(const GaussianLaunch& args, cudaStream_t stream) {
-  switch (args.dtype) {
-    case DType::Float32: return launch_typed<float>(args, stream);
-    case DType::Float64: return launch_typed<double>(args, stream);
-    case DType::Float16: return launch_typed<__half>(args, stream);
-    case DType::BFloat16: return launch_typed<__nv_bfloat16>(args, stream);
-  }
-  return cudaErrorInvalidValue;
+  return with_float_dtype(args.dtype, [&](auto zero) { return launch_typed<decltype(zero)>(args, stream); });
 }
 
 }  // namespace cuda
