@@ -91,7 +91,7 @@ def _dssn_row(sigma, batch):
 
 ROWS = [
     _patch_row("column", "MNIST", lambda: build("mnist_cnn"), "MNIST CNN", (1, 28, 28), 56, 56, 2, 5),
-    _patch_row("block", "MNIST", lambda: build("mnist_cnn"), "MNIST CNN", (1, 28, 28), 8 if not PAPER else 100, 8 if not PAPER else 100, 10, 5),
+    _patch_row("block", "MNIST", lambda: build("mnist_cnn"), "MNIST CNN", (1, 28, 28), 16 if not PAPER else 100, 16 if not PAPER else 100, 10, 5),
     _patch_row("column", "CIFAR-10", lambda: build("cifar_resnet18"), "ResNet-18", (3, 32, 32), 4 if not PAPER else 100, 4 if not PAPER else 100, 4, 5),
     _patch_row("block", "CIFAR-10", lambda: build("cifar_resnet18"), "ResNet-18", (3, 32, 32), 1 if not PAPER else 16, 1 if not PAPER else 16, 12, 5, rounds=2),
     _patch_row("column", "ImageNet", lambda: build("imagenet_resnet50_6ch"), "ResNet-50", (3, 299, 299), 1, 1, 25, 42, rounds=1),
