@@ -11,7 +11,6 @@ import os
 import platform
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,21 @@ import torch
 
 from fastsmooth import methods as _methods
 
+def _threshold(text: str) -> float | str:
+    """--threshold: a float theta, or 'top1' for top-1 votes."""
+    if text in ("top1", "none"):
+        return "top1"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or 'top1', got {text!r}") from None
+
+
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: hyperparameter name -> (flags, argparse keywords); names as in fastsmooth.methods
 _HYPER_FLAGS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "size": (("--size", "-s"), {"type": int, "help": "s: band width / block side (patch methods)"}),
-    "threshold": (("--threshold", "--theta"), {"type": lambda v: v if v == "top1" else float(v),
+    "threshold": (("--threshold", "--theta"), {"type": _threshold,
                   "help": "theta: vote for every class with softmax >= theta, or 'top1' (default 0.3)"}),
     "keep": (("--keep", "--kappa", "-k"), {"type": int,
              "help": "kappa: bands / tiles kept (multi-band, multi-block); k: pixels kept (ablation)"}),
@@ -43,6 +52,12 @@ _HYPER_FLAGS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
 
 class CliError(Exception):
     """A user error: printed as one message, exit status 2."""
+
+
+def _warn(message: str) -> None:
+    # printed, not warnings.warn: Python shows a given warning once per location, and this one
+    # must show every time a run certifies a model other than the one the checkpoint records
+    print(f"fastsmooth: WARNING: {message}", file=sys.stderr)
 
 
 # -- shared helpers ---------------------------------------------------------------------------------
@@ -125,13 +140,15 @@ def _merge_recorded(method: _methods.Method, given: dict[str, Any], meta: dict[s
     if meta is None:
         return dict(given)
     recorded = {k: v for k, v in meta.get("hyperparameters", {}).items() if k in method.defaults}
+    if "threshold" in recorded and recorded["threshold"] is None:
+        recorded["threshold"] = "top1"  # recorded top-1 votes; None would mean "use the default theta"
     for name in method.model_defining:
         if name in given and name in recorded and given[name] != recorded[name]:
             message = (f"--{name} {given[name]} contradicts the checkpoint, whose model was trained with "
                        f"{name}={recorded[name]}")
             if not override:
                 raise CliError(message + " (pass --override to certify anyway)")
-            warnings.warn("WARNING: " + message + "; certifying with the flag's value", stacklevel=2)
+            _warn(message + "; certifying with the flag's value")
     return {**recorded, **given}
 
 
@@ -145,7 +162,15 @@ def _certify(args: argparse.Namespace) -> int:
     shape = tuple(dataset[0][0].shape)
     if not Path(args.checkpoint).is_file():
         raise CliError(f"--checkpoint {args.checkpoint}: no such file")
-    obj = models.read_checkpoint(args.checkpoint, allow_pickle=args.allow_pickle)
+    if not _looks_like_torch_file(Path(args.checkpoint)):
+        raise CliError(f"--checkpoint {args.checkpoint}: not a readable torch checkpoint (neither torch.save's "
+                       "zip format nor a legacy pickle)")
+    try:
+        obj = models.read_checkpoint(args.checkpoint, allow_pickle=args.allow_pickle)
+    except models.CheckpointError:
+        raise
+    except Exception as err:  # torch.load's errors for a file that is not a checkpoint at all
+        raise CliError(f"--checkpoint {args.checkpoint}: not a readable torch checkpoint ({err})") from err
     meta = checkpoint_metadata(obj)
 
     name = args.method or (meta or {}).get("method")
@@ -156,7 +181,7 @@ def _certify(args: argparse.Namespace) -> int:
         message = f"--method {args.method} differs from the checkpoint's method {meta['method']}"
         if not args.override:
             raise CliError(message + " (pass --override to certify anyway)")
-        warnings.warn("WARNING: " + message, stacklevel=1)
+        _warn(message)
     method = _methods.get(name)
     hp = _methods.resolve(method, _merge_recorded(method, _given_hyper(args), meta, args.override), shape)
 
@@ -189,6 +214,14 @@ def _certify(args: argparse.Namespace) -> int:
     if args.output:
         print(f"\nper-image results: {args.output}")
     return 0
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """torch.save writes a zip archive (legacy files: a pickle, whose first byte is PROTO 0x80);
+    checked first so that e.g. a text file gets a plain message, not an unpickling error."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    return head[:2] == b"PK" or head[:1] == b"\x80"
 
 
 def _classes_in(obj: Any) -> int | None:

@@ -109,7 +109,7 @@ def _checkpoint(recipe: Recipe, train_set: Any, retrain: bool, progress: bool) -
     return path, model, True, seconds
 
 
-def _plot(summary: EvaluationSummary, path: Path, sizes: list[int]) -> Path:
+def _plot(summary: EvaluationSummary, path: Path, sizes: list[int], band: int) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
@@ -121,7 +121,8 @@ def _plot(summary: EvaluationSummary, path: Path, sizes: list[int]) -> Path:
     ax.set_xlabel("patch size m (m x m adversarial patch)")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"Column smoothing, s = {RECIPE.size}, MNIST ({summary.count} held-out digits)")
+    ax.set_title(f"Column smoothing, s = {band}, theta = {THRESHOLD}, MNIST ({summary.count} held-out digits)",
+                 fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -164,7 +165,7 @@ def run(
     summary = evaluate(smoother, held_out, levels=PATCH_SIZES, output=out / "results.tsv", resume=False,
                        progress=progress)
     certify_seconds = time.perf_counter() - start
-    figure = _plot(summary, out / "certified_accuracy.png", list(PATCH_SIZES)) if plot else None
+    figure = _plot(summary, out / "certified_accuracy.png", list(PATCH_SIZES), recipe.size) if plot else None
 
     print(f"\nColumn smoothing s = {recipe.size}, theta = {THRESHOLD}, {summary.count} held-out MNIST digits "
           f"(certified in {certify_seconds:.1f} s)")

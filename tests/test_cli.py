@@ -126,9 +126,18 @@ def test_error_missing_checkpoint(data_file, capsys, tmp_path):
     assert "--checkpoint" in err and "gone.pt" in err
 
 
+def test_error_unreadable_checkpoint(data_file, capsys, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not a checkpoint")
+    err = _error(capsys, "certify", "--checkpoint", str(bad), "--data", str(data_file), "--method", "column",
+                 "--size", "4", "--arch", "mnist_cnn")
+    assert "bad.pt" in err and "not a readable torch checkpoint" in err
+
+
 def test_error_recorded_channels_do_not_match_method(column_ckpt, data_file, capsys):
     err = _error(capsys, "certify", "--checkpoint", str(column_ckpt), "--data", str(data_file),
                  "--method", "dssn", "--sigma", "0.25", "--override")
+    assert "WARNING: --method dssn differs from the checkpoint's method column" in err
     assert "2 input channels" in err and "'dssn'" in err
 
 
