@@ -289,8 +289,13 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _source_root() -> Path:
+    """The folder above the package: a source checkout's root (where benchmarks/ lives)."""
+    return Path(__file__).resolve().parent.parent
+
+
 def _bench(args: argparse.Namespace) -> int:
-    root = Path(__file__).resolve().parent.parent
+    root = _source_root()
     bench, report = root / "benchmarks", root / "benchmarks" / "report.py"
     if not report.is_file():
         raise CliError(f"the benchmarks are not installed with the package (looked in {bench}); run `fastsmooth bench` "

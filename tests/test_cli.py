@@ -178,16 +178,38 @@ def test_error_missing_required_hyperparameter(data_file, capsys, tmp_path):
     assert "'keep'" in err and "--keep" in err
 
 
-@pytest.mark.parametrize("method,flags", [
-    ("multi-band", ["--size", "4", "--keep", "2"]),
-    ("multi-block", ["--size", "7", "--keep", "3"]),
-    ("block", ["--size", "5", "--per", "batch"]),
-    ("ablation", ["--keep", "45", "--per", "batch"]),
+@pytest.mark.parametrize("method,flags,channels", [
+    ("multi-band", ["--size", "4", "--keep", "2"], 2),
+    ("multi-block", ["--size", "7", "--keep", "3"], 2),
+    ("block", ["--size", "5", "--per", "batch"], 2),
+    ("row", ["--size", "3", "--transposed"], 2),
+    ("randomized-band", ["--size", "3", "--axis", "row"], 2),
+    ("ablation", ["--keep", "45", "--per", "batch"], 2),
+    ("ssn", ["--sigma", "0.5"], 1),
+    ("uniform", ["--sigma", "0.5"], 1),
+    ("gaussian", ["--sigma", "0.25"], 1),
 ])
-def test_training_noise_of_other_methods(method, flags, data_file, tmp_path):
-    """Each method's training noise runs through the trainer and gives its model 2C channels."""
+def test_training_noise_of_other_methods(method, flags, channels, data_file, tmp_path):
+    """Each method's training noise runs through the trainer; ablation methods give the model 2C channels."""
     ckpt = _train(data_file, tmp_path / "m.pt", "--method", method, *flags)
-    assert torch.load(ckpt, weights_only=True)["state_dict"]["0.weight"].shape[1] == 2
+    obj = torch.load(ckpt, weights_only=True)
+    assert obj["state_dict"]["0.weight"].shape[1] == channels == obj["in_channels"]
+    assert obj["method"] == method
+
+
+def test_certify_in_float64(column_ckpt, data_file, tmp_path):
+    out = tmp_path / "f64.tsv"
+    assert _certify("--checkpoint", str(column_ckpt), "--data", str(data_file), "--output", str(out),
+                    "--dtype", "float64", "--max", "4") == 0
+    assert [r[0] for r in _table(out)] == [0, 1, 2, 3]
+
+
+def test_bench_without_benchmarks_says_so(monkeypatch, tmp_path, capsys):
+    import fastsmooth.cli as cli
+
+    monkeypatch.setattr(cli, "_source_root", lambda: tmp_path)
+    err = _error(capsys, "bench")
+    assert "benchmarks are not installed" in err and str(tmp_path) in err
 
 
 def test_per_image_multi_band_noise_keeps_kappa_bands():
