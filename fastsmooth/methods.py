@@ -1,0 +1,347 @@
+"""The registry of smoothing methods the command line trains and certifies.
+
+For each method: its hyperparameters under the papers' names (with defaults), how to build
+its smoother around a base model, the training noise its base model needs (the training
+variants of :mod:`fastsmooth.ops`), how many input channels it gives the base model (2C for
+the ablation methods, C otherwise) and which image sizes it can use.
+
+Hyperparameter names (the papers' symbols in brackets):
+
+- ``size`` (s): band width / block side (patch methods, randomized band);
+- ``threshold`` (theta): vote threshold on the softmax, ``None`` for top-1 votes;
+- ``keep``: kappa (bands / tiles kept, multi-band / multi-block) or k (pixels kept, l0 ablation);
+- ``sigma``: noise level (DSSN / SSN / uniform / Gaussian); ``seed``: the DSSN offset vector's seed;
+- ``n0``, ``n``, ``alpha``: sample sizes and level of the statistical certificates;
+- ``axis``, ``transposed``, ``sided``, ``mean``, ``std``: see the smoother classes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastsmooth import ops
+from fastsmooth.ops.ablation.masks import KeepMasks, multi_band_masks, multi_block_masks
+from fastsmooth.smoothing import (
+    DSSN,
+    SSN,
+    BlockSmoothing,
+    ColumnSmoothing,
+    MultiBandSmoothing,
+    MultiBlockSmoothing,
+    RandomizedAblation,
+    RandomizedBandSmoothing,
+    RowSmoothing,
+    Smooth,
+    UniformSmoothing,
+)
+
+__all__ = ["Method", "METHODS", "get", "names", "resolve"]
+
+Hyper = dict[str, Any]
+#: noise(x [B, C, H, W], generator) -> the base model's training input for that batch.
+Noise = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One smoothing method.
+
+    defaults: every hyperparameter with its default (``None`` where the user must choose,
+    e.g. the band width). model_defining: the hyperparameters fixed at training time (a
+    checkpoint records them; certifying with other values certifies a different model).
+    """
+
+    name: str
+    description: str
+    defaults: Mapping[str, Any]
+    model_defining: tuple[str, ...]
+    ablation: bool  # encodes [x, 1 - x]: the base model sees 2C channels
+    build: Callable[[nn.Module, int, Hyper, int], Any]  # (model, num_classes, hp, batch_size) -> smoother
+    noise: Callable[[Hyper, str], Noise]  # (hp, per) -> training noise
+    check_shape: Callable[[Hyper, int, int], None]  # raises ValueError for an unusable H x W
+    levels: tuple[float, ...]  # certificate levels of the summary table
+    per_choices: tuple[str, ...] = ("image",)  # one noise draw per image, or one per minibatch
+
+    def in_channels(self, image_channels: int) -> int:
+        """Channels the base model receives for images of ``image_channels`` channels."""
+        return 2 * image_channels if self.ablation else image_channels
+
+
+# -- shape checks ------------------------------------------------------------------------------
+def _need(hp: Hyper, name: str, method: str) -> Any:
+    value = hp.get(name)
+    if value is None:
+        raise ValueError(f"method {method!r} needs the hyperparameter {name!r} (--{name.replace('_', '-')})")
+    return value
+
+
+def _fits(value: int, name: str, limit: int, what: str) -> None:
+    if not 1 <= value <= limit:
+        raise ValueError(f"{name}={value} cannot be used on {what}: it must be in [1, {limit}]")
+
+
+def _band_axis(hp: Hyper) -> str:
+    # Transposed row models are certified with column bands of the transposed image.
+    return "column" if hp.get("transposed") else hp.get("axis", "column")
+
+
+def _band_shape(hp: Hyper, H: int, W: int) -> None:
+    axis = _band_axis(hp)
+    length = W if axis == "column" else H
+    _fits(hp["size"], "size", length, f"{H} x {W} images ({axis} bands)")
+
+
+def _block_shape(hp: Hyper, H: int, W: int) -> None:
+    _fits(hp["size"], "size", min(H, W), f"{H} x {W} images (blocks)")
+
+
+def _multi_band_shape(hp: Hyper, H: int, W: int) -> None:
+    _band_shape(hp, H, W)
+    length = W if hp.get("axis", "column") == "column" else H
+    _fits(hp["keep"], "keep", length // hp["size"], f"{H} x {W} images ({length // hp['size']} bands of {hp['size']})")
+
+
+def _multi_block_shape(hp: Hyper, H: int, W: int) -> None:
+    _block_shape(hp, H, W)
+    tiles = (H // hp["size"]) * (W // hp["size"])
+    _fits(hp["keep"], "keep", tiles, f"{H} x {W} images ({tiles} tiles of {hp['size']} x {hp['size']})")
+
+
+def _pixel_shape(hp: Hyper, H: int, W: int) -> None:
+    _fits(hp["keep"], "keep", H * W, f"{H} x {W} images ({H * W} pixels)")
+
+
+def _any_shape(hp: Hyper, H: int, W: int) -> None:
+    return None
+
+
+# -- training noise ------------------------------------------------------------------------------
+def _stats(hp: Hyper) -> dict[str, Any]:
+    return {"mean": hp.get("mean"), "std": hp.get("std")}
+
+
+def _per_image(masks: KeepMasks) -> KeepMasks:
+    """Masks [1, B, ...] (B ablations shared by all images) -> [B, 1, ...] (one per image)."""
+    tiles = None if masks.tiles is None else masks.tiles.transpose(0, 1)
+    return dataclasses.replace(masks, rows=masks.rows.transpose(0, 1), cols=masks.cols.transpose(0, 1), tiles=tiles)
+
+
+def _random_subsets(rows: int, n: int, keep: int, generator: torch.Generator) -> torch.Tensor:
+    """[rows, keep] uniformly random keep-subsets of range(n), sorted."""
+    return torch.rand(rows, n, generator=generator).argsort(dim=1)[:, :keep].sort(dim=1).values
+
+
+def _band_noise(hp: Hyper, per: str) -> Noise:
+    size, transposed, axis = hp["size"], bool(hp.get("transposed")), hp.get("axis", "column")
+
+    def noise(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        if transposed:  # the authors' MNIST row models: transposed images, column bands
+            x = x.transpose(2, 3).contiguous()
+        ax = "column" if transposed else axis
+        if per == "batch":
+            length = x.shape[3] if ax == "column" else x.shape[2]
+            start = torch.randint(length, (1,), generator=g)
+            return ops.ablate_bands(x, size, start, ax, **_stats(hp))
+        return ops.ablate_random_band(x, size, ax, generator=g, **_stats(hp))
+
+    return noise
+
+
+def _block_noise(hp: Hyper, per: str) -> Noise:
+    size = hp["size"]
+
+    def noise(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        if per == "batch":
+            corner = torch.randint(x.shape[2] * x.shape[3], (1,), generator=g)
+            return ops.ablate_blocks(x, size, corner, **_stats(hp))
+        return ops.ablate_random_block(x, size, generator=g, **_stats(hp))
+
+    return noise
+
+
+def _multi_band_noise(hp: Hyper, per: str) -> Noise:
+    size, keep, axis = hp["size"], hp["keep"], hp.get("axis", "column")
+
+    def noise(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        _, _, H, W = x.shape
+        n = (W if axis == "column" else H) // size
+        combos = _random_subsets(1 if per == "batch" else x.shape[0], n, keep, g)
+        if per == "batch":
+            return ops.ablate_multi_bands(x, size, keep, combos, axis, **_stats(hp))
+        return ops.ablate_with_masks(x, _per_image(multi_band_masks(H, W, size, combos, axis)), **_stats(hp))
+
+    return noise
+
+
+def _multi_block_noise(hp: Hyper, per: str) -> Noise:
+    size, keep = hp["size"], hp["keep"]
+
+    def noise(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        _, _, H, W = x.shape
+        n = (H // size) * (W // size)
+        combos = _random_subsets(1 if per == "batch" else x.shape[0], n, keep, g)
+        if per == "batch":
+            return ops.ablate_multi_blocks(x, size, keep, combos, **_stats(hp))
+        return ops.ablate_with_masks(x, _per_image(multi_block_masks(H, W, size, combos)), **_stats(hp))
+
+    return noise
+
+
+def _pixel_noise(hp: Hyper, per: str) -> Noise:
+    return lambda x, g: ops.ablate_pixels_train(x, hp["keep"], per=per, generator=g, **_stats(hp))
+
+
+def _dssn_noise(hp: Hyper, per: str) -> Noise:
+    return lambda x, g: ops.dssn_split_random(x, sigma=hp["sigma"], seed=hp["seed"], generator=g)
+
+
+def _ssn_noise(hp: Hyper, per: str) -> Noise:
+    return lambda x, g: ops.ssn_noise(x, hp["sigma"] * math.sqrt(3), 1, g)
+
+
+def _uniform_noise(hp: Hyper, per: str) -> Noise:
+    return lambda x, g: ops.uniform_noise(x, hp["sigma"] * math.sqrt(3), 1, g)
+
+
+def _gaussian_noise(hp: Hyper, per: str) -> Noise:
+    return lambda x, g: ops.gaussian_noise(x, hp["sigma"], 1, g)
+
+
+# -- smoothers -----------------------------------------------------------------------------------
+def _patch_kw(hp: Hyper) -> dict[str, Any]:
+    return {"threshold": hp.get("threshold"), "mean": hp.get("mean"), "std": hp.get("std")}
+
+
+def _stat_kw(hp: Hyper) -> dict[str, Any]:
+    return {"n0": hp["n0"], "n": hp["n"], "alpha": hp["alpha"]}
+
+
+_PATCH = {"size": None, "threshold": 0.3, "mean": None, "std": None}
+_STAT_PATCH = {"n0": 1000, "n": 10000, "alpha": 0.05}
+_STAT_L1 = {"n0": 64, "n": 100000, "alpha": 0.001, "sided": "two"}
+_PATCH_LEVELS = (1, 2, 3, 4, 5, 6, 7)
+_BAND_DESC = "{} smoothing (Levine & Feizi): every band of `size` {}s, wraparound"
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "column", _BAND_DESC.format("column", "column"), {**_PATCH},
+            ("size", "mean", "std"), True,
+            lambda model, k, hp, bs: ColumnSmoothing(model, k, hp["size"], batch_size=bs, **_patch_kw(hp)),
+            _band_noise, _band_shape, _PATCH_LEVELS, ("image", "batch"),
+        ),
+        Method(
+            "row", _BAND_DESC.format("row", "row") + "; --transposed for models trained on transposed images",
+            {**_PATCH, "transposed": False}, ("size", "mean", "std", "transposed"), True,
+            lambda model, k, hp, bs: RowSmoothing(
+                model, k, hp["size"], batch_size=bs, transposed=bool(hp["transposed"]), **_patch_kw(hp)
+            ),
+            lambda hp, per: _band_noise({**hp, "axis": "row"}, per),
+            lambda hp, H, W: _band_shape({**hp, "axis": "row"}, H, W), _PATCH_LEVELS, ("image", "batch"),
+        ),
+        Method(
+            "block", "block smoothing: every `size` x `size` block, wraparound", {**_PATCH},
+            ("size", "mean", "std"), True,
+            lambda model, k, hp, bs: BlockSmoothing(model, k, hp["size"], batch_size=bs, **_patch_kw(hp)),
+            _block_noise, _block_shape, _PATCH_LEVELS, ("image", "batch"),
+        ),
+        Method(
+            "multi-band", "every choice of `keep` (kappa) aligned bands of `size`",
+            {**_PATCH, "keep": None, "axis": "column"}, ("size", "keep", "axis", "mean", "std"), True,
+            lambda model, k, hp, bs: MultiBandSmoothing(
+                model, k, hp["size"], hp["keep"], batch_size=bs, axis=hp["axis"], **_patch_kw(hp)
+            ),
+            _multi_band_noise, _multi_band_shape, _PATCH_LEVELS, ("image", "batch"),
+        ),
+        Method(
+            "multi-block", "every choice of `keep` (kappa) aligned `size` x `size` tiles",
+            {**_PATCH, "keep": None}, ("size", "keep", "mean", "std"), True,
+            lambda model, k, hp, bs: MultiBlockSmoothing(
+                model, k, hp["size"], hp["keep"], batch_size=bs, **_patch_kw(hp)
+            ),
+            _multi_block_noise, _multi_block_shape, _PATCH_LEVELS, ("image", "batch"),
+        ),
+        Method(
+            "randomized-band", "randomized band smoothing (the baseline): n0 + n random bands, top-1 votes",
+            {"size": None, "axis": "column", "mean": None, "std": None, **_STAT_PATCH},
+            ("size", "axis", "mean", "std"), True,
+            lambda model, k, hp, bs: RandomizedBandSmoothing(
+                model, k, hp["size"], hp.get("mean"), hp.get("std"), batch_size=bs, axis=hp["axis"], **_stat_kw(hp)
+            ),
+            _band_noise, _band_shape, _PATCH_LEVELS, ("image", "batch"),
+        ),
+        Method(
+            "ablation", "l0 randomized ablation (Levine & Feizi): keep k random pixels per sample",
+            {"keep": None, "mean": None, "std": None, **_STAT_PATCH}, ("keep", "mean", "std"), True,
+            lambda model, k, hp, bs: RandomizedAblation(
+                model, k, hp["keep"], batch_size=bs, mean=hp.get("mean"), std=hp.get("std"), **_stat_kw(hp)
+            ),
+            _pixel_noise, _pixel_shape, (0, 1, 2, 3, 4, 5, 6, 8, 10), ("image", "batch"),
+        ),
+        Method(
+            "dssn", "deterministic splitting noise (l1, exact certificates); the seed is part of the model",
+            {"sigma": None, "seed": 0}, ("sigma", "seed"), False,
+            lambda model, k, hp, bs: DSSN(model, k, sigma=hp["sigma"], seed=hp["seed"], batch_size=bs),
+            _dssn_noise, _any_shape, (0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4),
+        ),
+        Method(
+            "ssn", "independent splitting noise (l1, randomized)", {"sigma": None, **_STAT_L1}, ("sigma",), False,
+            lambda model, k, hp, bs: SSN(model, k, sigma=hp["sigma"], batch_size=bs, sided=hp["sided"], **_stat_kw(hp)),
+            _ssn_noise, _any_shape, (0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4),
+        ),
+        Method(
+            "uniform", "uniform additive noise (l1, randomized)", {"sigma": None, **_STAT_L1}, ("sigma",), False,
+            lambda model, k, hp, bs: UniformSmoothing(
+                model, k, sigma=hp["sigma"], batch_size=bs, sided=hp["sided"], **_stat_kw(hp)
+            ),
+            _uniform_noise, _any_shape, (0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4),
+        ),
+        Method(
+            "gaussian", "Gaussian smoothing (Cohen et al., l2)", {"sigma": None, "n0": 100, "n": 100000, "alpha": 0.001},
+            ("sigma",), False,
+            lambda model, k, hp, bs: Smooth(model, k, hp["sigma"], batch_size=bs, **_stat_kw(hp)),
+            _gaussian_noise, _any_shape, (0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5),
+        ),
+    )
+}
+
+
+def names() -> list[str]:
+    """The method names, in registry order."""
+    return list(METHODS)
+
+
+def get(name: str) -> Method:
+    """The method called ``name``; the error lists the valid names."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}") from None
+
+
+def resolve(method: Method, given: Mapping[str, Any], shape: tuple[int, int, int] | None = None) -> Hyper:
+    """The method's full hyperparameters: defaults overridden by ``given`` (``None`` values ignored).
+
+    Unknown names are refused; required ones (default ``None`` and not optional) must be
+    given; with ``shape`` (C, H, W) the image size is checked against the method.
+    """
+    unknown = sorted(set(given) - set(method.defaults))
+    if unknown:
+        raise ValueError(f"method {method.name!r} has no hyperparameter(s) {unknown}; it takes {sorted(method.defaults)}")
+    hp = dict(method.defaults)
+    hp.update({k: v for k, v in given.items() if v is not None})
+    if hp.get("threshold") == "top1":  # the command line's spelling of "no threshold: top-1 votes"
+        hp["threshold"] = None
+    optional = {"threshold", "mean", "std"}
+    for name in method.defaults:
+        if name not in optional:
+            _need(hp, name, method.name)
+    if shape is not None:
+        method.check_shape(hp, shape[1], shape[2])
+    return hp
