@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
+import time
 
 import torch
 
@@ -20,14 +22,49 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
 
 
-def run(benchmark, fn, *, group: str, role: str, rounds: int, primary: bool = False, warmup: bool = True, **info) -> object:
+def run(
+    benchmark,
+    fn,
+    *,
+    group: str,
+    role: str,
+    rounds: int,
+    primary: bool = False,
+    warmup: bool = True,
+    interleaved: dict | None = None,
+    **info,
+) -> object:
     """Time ``fn`` (one warm-up round unless ``warmup=False``, then ``rounds`` rounds) under a group and role.
 
     The ``primary`` benchmark of a group is the one the others' ratios are taken against.
+    ``interleaved`` maps other roles to functions that run, and are timed, before each round
+    of ``fn``: on a machine whose speed drifts (shared cores) only interleaved rounds give
+    trustworthy ratios. Their medians are stored in ``extra_info["interleaved"]``.
     """
     benchmark.group = group
     benchmark.extra_info.update(role=role, primary=primary, machine=machine(), **info)
-    return benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1 if warmup else 0)
+    times: dict[str, list[float]] = {name: [] for name in interleaved or {}}
+
+    def setup():
+        for name, other in (interleaved or {}).items():
+            start = time.perf_counter()
+            other()
+            times[name].append(time.perf_counter() - start)
+
+    result = benchmark.pedantic(fn, setup=setup if interleaved else None, rounds=rounds, iterations=1,
+                                warmup_rounds=1 if warmup else 0)
+    if interleaved:
+        # The warm-up round's setup ran too: drop it, as pytest-benchmark drops fn's.
+        skip = 1 if warmup else 0
+        benchmark.extra_info["interleaved"] = {k: statistics.median(v[skip:]) for k, v in times.items()}
+    return result
+
+
+def medians(bench) -> dict[str, float]:
+    """Role -> median seconds of one benchmark, its interleaved roles included."""
+    out = {bench.extra_info["role"]: bench.stats.median}
+    out.update(bench.extra_info.get("interleaved", {}))
+    return out
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -39,7 +76,7 @@ def pytest_terminal_summary(terminalreporter):
     for bench in session.benchmarks:
         if not bench.stats or "role" not in bench.extra_info:
             continue
-        groups.setdefault(bench.group, {})[bench.extra_info["role"]] = bench.stats.median
+        groups.setdefault(bench.group, {}).update(medians(bench))
         if bench.extra_info.get("primary"):
             primary[bench.group] = bench.extra_info["role"]
     tr = terminalreporter

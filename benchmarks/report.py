@@ -25,6 +25,7 @@ def rows(data: dict) -> list[dict]:
             continue
         g = groups.setdefault(bench["group"], {"roles": {}, "info": {}})
         g["roles"][info["role"]] = bench["stats"]["median"]
+        g["roles"].update(info.get("interleaved", {}))
         if info.get("primary"):
             g["primary"] = info["role"]
             g["info"] = info

@@ -64,7 +64,8 @@ class BaseSmoother:
 
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """The base model's logits [N, num_classes] for a batch that fits in one forward pass."""
-        if isinstance(self.model, nn.Module):
+        # eval() walks every submodule: once per certification, not once per chunk.
+        if isinstance(self.model, nn.Module) and self.model.training:
             self.model.eval()
         with torch.inference_mode():
             if self.autocast is None:
