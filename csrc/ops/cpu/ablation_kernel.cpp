@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "../ablation_args.h"
+#include "output.h"
 
 namespace fastsmooth {
 namespace {
@@ -100,7 +101,7 @@ at::Tensor ablate_cpu(const at::Tensor& x, const at::Tensor& rows, const at::Ten
                       const std::optional<at::Tensor>& tiles, int64_t tile_h, int64_t tile_w,
                       const std::optional<at::Tensor>& mean, const std::optional<at::Tensor>& std) {
   check_ablate_args(x, rows, cols, tiles, tile_h, tile_w, mean, std);
-  at::Tensor out = at::empty(ablated_shape(x, rows.size(1)), x.options());
+  at::Tensor out = empty_output(ablated_shape(x, rows.size(1)), x.options());
   ablate_out_cpu(x, rows, cols, tiles, tile_h, tile_w, mean, std, out);
   return out;
 }

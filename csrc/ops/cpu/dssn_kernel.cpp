@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "../dssn_args.h"
+#include "output.h"
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
 #define FS_X86_CLONES 1
@@ -116,7 +117,7 @@ at::Tensor dssn_split_cpu(const at::Tensor& x_in, const at::Tensor& offsets, con
                           int64_t q, bool general) {
   const SplitParams params = check_dssn_args(x_in, offsets, tmpl, levels, q, general);
   const at::Tensor x = x_in.contiguous();
-  at::Tensor out = at::empty(dssn_shape(x, offsets), x.options());
+  at::Tensor out = empty_output(dssn_shape(x, offsets), x.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fastsmooth_dssn_split_cpu",
                                   [&] { dssn_split_typed<scalar_t>(x, offsets, tmpl, levels, params, out); });
@@ -154,7 +155,7 @@ template <uint32_t Stream>
 at::Tensor noise_cpu(const at::Tensor& x_in, double lam, int64_t n, int64_t seed, const char* op) {
   const SplitParams params = check_noise_args(x_in, lam, n, op);
   const at::Tensor x = x_in.contiguous();
-  at::Tensor out = at::empty(noise_shape(x, n), x.options());
+  at::Tensor out = empty_output(noise_shape(x, n), x.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fastsmooth_noise_cpu", [&] {
     noise_typed<scalar_t, Stream>(x, lam, n, static_cast<uint64_t>(seed), params, out);

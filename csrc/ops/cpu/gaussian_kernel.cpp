@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "../gaussian_args.h"
+#include "output.h"
 
 namespace fastsmooth {
 namespace {
@@ -52,7 +53,7 @@ void gaussian_noise_out_cpu(const at::Tensor& x_in, double sigma, int64_t n, int
 at::Tensor gaussian_noise_cpu(const at::Tensor& x, double sigma, int64_t n, int64_t seed, int64_t start,
                               int64_t count) {
   check_gaussian_args(x, sigma, n, seed, start, count);
-  at::Tensor out = at::empty(noised_shape(x, count), x.options());
+  at::Tensor out = empty_output(noised_shape(x, count), x.options());
   gaussian_noise_out_cpu(x, sigma, n, seed, start, count, out);
   return out;
 }

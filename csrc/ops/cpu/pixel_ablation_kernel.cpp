@@ -17,6 +17,7 @@
 #include "../common/ablation.h"
 #include "../common/pixel_ablation.h"
 #include "../pixel_ablation_args.h"
+#include "output.h"
 
 namespace fastsmooth {
 namespace {
@@ -108,7 +109,7 @@ void ablate_pixels_out_cpu(const at::Tensor& x_in, int64_t keep, int64_t n, int6
 at::Tensor ablate_pixels_cpu(const at::Tensor& x, int64_t keep, int64_t n, int64_t seed, bool shared,
                              const std::optional<at::Tensor>& mean, const std::optional<at::Tensor>& std) {
   check_ablate_pixels_args(x, keep, n, seed, mean, std);
-  at::Tensor out = at::empty(pixel_ablated_shape(x, n), x.options());
+  at::Tensor out = empty_output(pixel_ablated_shape(x, n), x.options());
   ablate_pixels_out_cpu(x, keep, n, seed, shared, mean, std, out);
   return out;
 }
