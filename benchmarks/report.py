@@ -36,39 +36,64 @@ def rows(data: dict) -> list[dict]:
         roles, info = g["roles"], g["info"]
         median = roles[g["primary"]]
         floor = next((v for k, v in roles.items() if k.endswith("floor")), None)
-        naive = roles.get("naive")
+        naive = next((v for k, v in roles.items() if k.startswith("naive")), None)
+        reused = next((v for k, v in roles.items() if k.endswith("out=")), None)
         images = info.get("images")
         out.append(
             {
                 "group": name,
                 "images": images,
                 "seconds": median,
-                "device": info.get("machine", ""),
+                "reused": reused,
+                "kind": "copy" if "copy floor" in roles else "certify",
                 "per_image": median / images if images else None,
                 "vs_floor": median / floor if floor else None,
-                "vs_naive": median / naive if naive else None,
+                "reused_vs_floor": reused / floor if reused and floor else None,
                 "naive_over": naive / median if naive else None,
+                "naive_over_reused": naive / reused if naive and reused else None,
             }
         )
     return out
 
 
-def markdown(table: list[dict], machine: str) -> str:
-    def f(v, fmt):
-        return "-" if v is None else format(v, fmt)
+def _f(v, fmt):
+    return "-" if v is None else format(v, fmt)
 
+
+def markdown(table: list[dict], machine: str) -> str:
     lines = [
-        f"Measured on: {machine}. Medians of the rounds of one `pytest benchmarks --benchmark-only` run;",
-        "ratios compare figures from that same run.",
+        f"Measured on: {machine}. Medians of one `pytest benchmarks --benchmark-only` run; every ratio",
+        "compares figures from that same run (in the certification rows, rounds of the three roles",
+        "were interleaved).",
         "",
-        "| benchmark | images | fastsmooth s (median) | s / image | fastsmooth / floor | naive / fastsmooth |",
+        "**Certification** (floor: the base network alone on pre-built inputs, same count, same batch size):",
+        "",
+        "| benchmark | images | fastsmooth s | s / image | fastsmooth / floor | naive / fastsmooth |",
         "|---|---|---|---|---|---|",
     ]
-    for r in table:
+    for r in (r for r in table if r["kind"] == "certify" and r["images"] is not None):
         lines.append(
-            f"| {r['group']} | {f(r['images'], 'd')} | {r['seconds']:.4g} | {f(r['per_image'], '.4g')} "
-            f"| {f(r['vs_floor'], '.3f')} | {f(r['naive_over'], '.2f')}x |"
+            f"| {r['group']} | {_f(r['images'], 'd')} | {r['seconds']:.4g} | {_f(r['per_image'], '.4g')} "
+            f"| {_f(r['vs_floor'], '.3f')} | {_f(r['naive_over'], '.2f')} |"
         )
+    lines += [
+        "",
+        "**Batch creation kernels** (floor: `torch.empty_like(out).copy_(out)` of the same bytes; "
+        "'reused out=' writes into a preallocated buffer, as the smoothers do):",
+        "",
+        "| benchmark | fastsmooth s | fastsmooth / copy floor | naive / fastsmooth | reused out= s | reused / copy floor | naive / reused |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in (r for r in table if r["kind"] == "copy"):
+        lines.append(
+            f"| {r['group']} | {r['seconds']:.4g} | {_f(r['vs_floor'], '.2f')} | {_f(r['naive_over'], '.2f')} "
+            f"| {_f(r['reused'], '.4g')} | {_f(r['reused_vs_floor'], '.2f')} | {_f(r['naive_over_reused'], '.2f')} |"
+        )
+    others = [r for r in table if r["kind"] == "certify" and r["images"] is None]
+    if others:
+        lines += ["", "Other timings: " + "; ".join(
+            f"{r['group']}: {r['seconds']:.3g} s (naive / fastsmooth {_f(r['naive_over'], '.3g')})" for r in others
+        )]
     return "\n".join(lines)
 
 
@@ -79,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     data = json.loads(args.json.read_text())
     table = rows(data)
-    machine = next((r["device"] for r in table if r["device"]), data.get("machine_info", {}).get("cpu", {}).get("brand_raw", "?"))
+    info = data.get("machine_info", {})
+    cpu = info.get("cpu", {})
+    machine = f"{cpu.get('brand_raw', '?')}, {cpu.get('count', '?')} CPU threads, no GPU" if "cuda" not in json.dumps(
+        [b.get("extra_info", {}).get("device", "") for b in data["benchmarks"]]) else cpu.get("brand_raw", "?")
     text = markdown(table, machine)
     print(text)
     if args.readme:
