@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fastsmooth._validation import accumulation_dtype
 from fastsmooth.ops._philox import philox4x32
+from fastsmooth.ops.ablation.reference import ablated_reference
 
 TAG = 0x6C30AB1A  # kPixelAblationTag: the fourth counter word of this op
 
@@ -59,14 +59,6 @@ def ablate_pixels_reference(
     std: torch.Tensor | None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    B, C, H, W = x.shape
-    v = x.to(accumulation_dtype(x.dtype))
-    if mean is not None:
-        v = (v - mean.view(1, C, 1, 1)) / std.view(1, C, 1, 1)
-    encoded = torch.cat([v, 1 - v], dim=1)  # [B, 2C, H, W]: x then 1 - x
-    mask = keep_masks(seed, sample_ids(B, n, shared), H * W, keep).to(x.device).view(B, n, 1, H, W)
-    ablated = torch.where(mask, encoded[:, None], torch.zeros((), dtype=v.dtype, device=x.device))
-    result = ablated.reshape(B * n, 2 * C, H, W).to(x.dtype)
-    if out is None:
-        return result
-    return out.copy_(result)
+    B, _, H, W = x.shape
+    mask = keep_masks(seed, sample_ids(B, n, shared), H * W, keep).to(x.device).view(B, n, H, W)
+    return ablated_reference(x, mask, mean, std, out)
