@@ -1,4 +1,4 @@
-"""The evaluation-time tables of the papers (SPEC section 7), one benchmark group per row.
+"""The evaluation-time tables of the papers, one benchmark group per row.
 
 Every row measures, in the same run, at the same forward batch size and interleaved round by
 round:

@@ -1,4 +1,4 @@
-"""Structured-ablation ops: masks against the SPEC's formulas, every backend against the
+"""Structured-ablation ops: masks against the formulas of semantics.md, every backend against the
 reference element for element, argument errors, and opcheck of the compiled ops."""
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ def rand_images(shape, dtype=torch.float32, device="cpu"):
     return (torch.rand(shape, dtype=torch.float64) * 0.9 + 0.05).to(dtype=dtype, device=device)
 
 
-# ---------------------------------------------------------------- masks vs the SPEC
+# ---------------------------------------------------------------- masks vs semantics.md
 
 
 def spec_keep(kind, H, W, s, p, keep=None):
-    """Retained pixels of ablation p, transcribed from SPEC section 1 with Python loops."""
+    """Retained pixels of ablation p, transcribed from semantics.md §1 with Python loops."""
     out = torch.zeros(H, W, dtype=torch.bool)
     if kind == "column":
         for h in range(H):

@@ -34,7 +34,7 @@ def test_levels_of_spec(sigma, levels):
 
 
 def _spec_split(x: float, v: int, k: int, L: int, q: int, lam: float) -> np.float32:
-    """SPEC section 3 literally, one element, with NumPy float32 scalars."""
+    """semantics.md §3 literally, one element, with NumPy float32 scalars."""
     f = np.float32
     s = f(f((k + v) % L) + f(0.5)) / f(q)
     if lam >= 0.5:

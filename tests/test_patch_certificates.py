@@ -1,4 +1,4 @@
-"""Patch certificates on counts: known answers, a transcription of SPEC section 1, and the
+"""Patch certificates on counts: known answers, a transcription of semantics.md §1, and the
 soundness of every Delta by brute force over patch positions (wraparound included)."""
 from __future__ import annotations
 

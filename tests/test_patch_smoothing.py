@@ -1,5 +1,5 @@
 """Patch smoothers: counts against a loop over positions with the reference op, counts and
-certificates against a direct transcription of SPEC section 1 on MNIST / CIFAR shapes, and
+certificates against a direct transcription of semantics.md §1 on MNIST / CIFAR shapes, and
 soundness (no m x m patch moves a class count by more than Delta, nor a certified prediction)."""
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def tiny_net(channels: int, num_classes: int, seed: int, scale: float = 8.0, bia
     return net.eval()
 
 
-# -- a direct transcription of SPEC section 1 ----------------------------------------------
+# -- a direct transcription of semantics.md §1 ----------------------------------------------
 
 
 def spec_masks(kind: str, H: int, W: int, s: int, keep: int = 0) -> list[torch.Tensor]:

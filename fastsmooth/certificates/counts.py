@@ -1,4 +1,4 @@
-"""Winner and runner-up of vote counts, with the tie rules of SPEC section 0."""
+"""Winner and runner-up of vote counts, with the tie rules of semantics.md §0."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Certificates of l0 randomized ablation (SPEC §2): exact, vectorized, fast.
+"""Certificates of l0 randomized ablation (semantics.md §2): exact, vectorized, fast.
 
 With d pixels of which each sample keeps k uniformly at random, changing rho pixels changes
 the base classifier's probabilities by at most

@@ -1,6 +1,6 @@
 """l1 certificates: DSSN's exact radius and the randomized (SSN / uniform) radius.
 
-DSSN (SPEC section 3): with L evaluations, every quantized x' with ||x - x'||_1 <= D / q
+DSSN (semantics.md §3): with L evaluations, every quantized x' with ||x - x'||_1 <= D / q
 changes at most D evaluations (each element's split point falls between x_i and x'_i for
 q |x_i - x'_i| of the L values of k), so n_c - n_r moves by at most 2 D. The prediction c
 survives while the margin stays positive, or zero with c winning the tie (c < r):
@@ -17,7 +17,7 @@ from fastsmooth.certificates.counts import top_two
 def dssn_radius(counts: torch.Tensor, q: int = 255) -> tuple[torch.Tensor, torch.Tensor]:
     """(prediction int64 [B], radius float64 [B]) from DSSN vote counts [B, num_classes].
 
-    prediction = argmax (smallest index on ties), r = runner-up (SPEC section 0),
+    prediction = argmax (smallest index on ties), r = runner-up (semantics.md §0),
     radius = floor((n_c - n_r - [r < c]) / 2) / q.
     """
     if isinstance(q, bool) or not isinstance(q, int) or q < 1:

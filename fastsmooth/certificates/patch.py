@@ -1,4 +1,4 @@
-"""Patch certificates of column / row / block smoothing (SPEC section 1), on vote counts.
+"""Patch certificates of column / row / block smoothing (semantics.md §1), on vote counts.
 
 Every function is pure and vectorized over a batch of images: counts are int64 [B, K]. A
 "Delta" is the largest number of ablations an m x m adversarial patch can intersect, so it

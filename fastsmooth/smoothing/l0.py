@@ -1,4 +1,4 @@
-"""l0 randomized ablation smoother (Levine & Feizi; SPEC §2): predict and certify by sampling.
+"""l0 randomized ablation smoother (Levine & Feizi; semantics.md §2): predict and certify by sampling.
 
 Each sample keeps ``keep`` uniformly random pixels of the image (``ablate_pixels``); the base
 model sees the 2C-channel encoding and votes for its top-1 class.

@@ -1,8 +1,8 @@
 """l1 smoothers: DSSN (deterministic, exact certificates) and the randomized SSN / uniform baselines.
 
-- :class:`DSSN` (SPEC section 3): L = int(2 lambda q) deterministic evaluations per image,
+- :class:`DSSN` (semantics.md §3): L = int(2 lambda q) deterministic evaluations per image,
   hard argmax votes, exact radius floor((n_c - n_r - [r < c]) / 2) / q. No abstain.
-- :class:`SSN`, :class:`UniformSmoothing` (SPEC section 4): n0 samples pick the class, n
+- :class:`SSN`, :class:`UniformSmoothing` (semantics.md §4): n0 samples pick the class, n
   samples bound its probability (Clopper-Pearson), radius 2 lambda (p_lower - 1/2).
 
 All of them implement ``evaluate_batch(x) -> Certified`` for ``fastsmooth.evaluate``.
@@ -120,7 +120,7 @@ class DSSN(BaseSmoother):
         return top_two(self.counts(x))[0]
 
     def certify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(prediction [B] int64, radius [B] float64): the exact l1 radius of SPEC section 3.
+        """(prediction [B] int64, radius [B] float64): the exact l1 radius of semantics.md §3.
 
         The prediction provably holds for every quantized x' with ||x - x'||_1 <= radius.
         """

@@ -1,6 +1,6 @@
 """Patch smoothers: column / row / block / multi-band / multi-block and randomized band smoothing.
 
-Each smoother runs the base model on every structured ablation of an image (SPEC section 1),
+Each smoother runs the base model on every structured ablation of an image (semantics.md §1),
 counts the votes and certifies the prediction against m x m adversarial patches.
 
 How the work is batched (the engine should cost little beside the base model's forwards):
@@ -147,7 +147,7 @@ def _slice(masks: KeepMasks, first: int, end: int) -> KeepMasks:
 
 
 class PatchSmoother(_AblationSmoother, abc.ABC):
-    """A deterministic patch smoother: every ablation of a fixed set votes once (SPEC section 1).
+    """A deterministic patch smoother: every ablation of a fixed set votes once (semantics.md §1).
 
     Subclasses say which ablations (``masks``) and how many of them an m x m patch can
     intersect (``delta``). Results are returned on the CPU.

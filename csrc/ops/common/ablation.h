@@ -1,6 +1,6 @@
 // Element logic of the structured-ablation ops, shared verbatim by the CPU and CUDA kernels.
 //
-// Semantics (SPEC section 0): each input element x of channel c becomes two outputs,
+// Semantics (semantics.md §0): each input element x of channel c becomes two outputs,
 // channel c holds v = x, or (x - mean_c) / std_c when normalizing, and channel C + c holds
 // 1 - v. Both are zero (NULL) where the ablation does not retain the pixel. Arithmetic is
 // in acc_t (float for half / bfloat16 / float, double for double) and rounded once on store,

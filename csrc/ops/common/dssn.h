@@ -1,5 +1,5 @@
 // Element logic of the l1 splitting ops (DSSN, SSN, uniform noise), shared verbatim by the CPU
-// and CUDA kernels (SPEC sections 3 and 4).
+// and CUDA kernels (semantics.md §3-4).
 //
 // Every result must be bit-identical to the float32 PyTorch reference
 // (fastsmooth/ops/splitting/reference.py), so each arithmetic step is one IEEE float32
@@ -37,7 +37,7 @@ FS_HOST_DEVICE float fdiv(float a, float b) { return a / b; }
 FS_HOST_DEVICE float fmin1(float a) { return a < 1.0f ? a : 1.0f; }
 FS_HOST_DEVICE float fmax0(float a) { return a > 0.0f ? a : 0.0f; }
 
-// The splitting formula for one element x and split value s (SPEC section 3).
+// The splitting formula for one element x and split value s (semantics.md §3).
 //   simple  (lambda >= 0.5): ((x > s) + min(s, 1)) / 2
 //   general (lambda <  0.5): t = ceil(scale * (x - s) / period) * period / scale + s
 //                            (min(t, 1) + max(t - step, 0)) / 2

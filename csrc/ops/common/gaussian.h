@@ -1,6 +1,6 @@
 // Element logic of the fused Gaussian-noise op, shared verbatim by the CPU and CUDA kernels.
 //
-// Counters (SPEC section 5; the same on every backend, see fastsmooth/ops/gaussian/reference.py):
+// Counters (semantics.md §5; the same on every backend, see fastsmooth/ops/gaussian/reference.py):
 // the flat element index e of one image is split into quads q = e / 4; Philox words
 //   philox4x32(seed, c0 = q, c1 = copy j, c2 = image b, c3 = kGaussianStream)
 // give two Box-Muller pairs, (w0, w1) -> elements 4q, 4q + 1 and (w2, w3) -> 4q + 2, 4q + 3:

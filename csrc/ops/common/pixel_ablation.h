@@ -1,5 +1,5 @@
 // Random keys of l0 (pixel) ablation, shared verbatim by the CPU and CUDA kernels and mirrored
-// by fastsmooth/ops/pixel_ablation/reference.py and triton_kernel.py (SPEC section 2).
+// by fastsmooth/ops/pixel_ablation/reference.py and triton_kernel.py (semantics.md §2).
 //
 // Sample s (an int64: image * n + j, or j alone when one subset is shared by all images) gives
 // pixel p the 64-bit key

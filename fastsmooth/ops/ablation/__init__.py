@@ -2,7 +2,7 @@
 
 Every function takes NCHW images and returns the image-major batch the base model consumes:
 sample ``b * P + p`` is image b under ablation p, with 2C channels ``[x, 1 - x]`` (after the
-optional per-channel normalization) and zeros where the ablation drops the pixel (SPEC §0-1).
+optional per-channel normalization) and zeros where the ablation drops the pixel (semantics.md §0-1).
 All of them run one fused kernel (see masks.py for how ablations are described to it).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Which pixels each structured ablation retains (SPEC sections 0 and 1).
+"""Which pixels each structured ablation retains (semantics.md §0-1).
 
 An ablation set is described compactly by three uint8 tensors, so one fused kernel serves
 every kind of structured ablation:

@@ -1,4 +1,4 @@
-"""Gaussian noise for randomized smoothing (Cohen et al., SPEC §5): n noised copies per image, fused.
+"""Gaussian noise for randomized smoothing (Cohen et al., semantics.md §5): n noised copies per image, fused.
 
 ``gaussian_noise`` writes ``x[b] + sigma * z`` for every copy in one pass over the output, with
 z drawn from a counter-based Philox stream (reference.py states the exact stream). Unlike

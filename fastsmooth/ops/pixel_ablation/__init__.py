@@ -1,8 +1,8 @@
-"""l0 randomized ablation: random pixel subsets, sampled and encoded in one pass (SPEC §2).
+"""l0 randomized ablation: random pixel subsets, sampled and encoded in one pass (semantics.md §2).
 
 Every output sample keeps an independent, uniformly random set of exactly ``keep`` of the
 d = H * W pixels (all channels of a kept pixel) and is NULL (0 in all 2C channels) elsewhere;
-kept pixels hold ``[v, 1 - v]`` with ``v = x`` or ``(x - mean) / std`` (SPEC §0).
+kept pixels hold ``[v, 1 - v]`` with ``v = x`` or ``(x - mean) / std`` (semantics.md §0).
 
 Randomness is Philox, keyed by a 63-bit seed and the sample id, so every backend produces the
 same batch bit for bit for the same seed (see csrc/ops/common/pixel_ablation.h).

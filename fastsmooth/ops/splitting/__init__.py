@@ -1,4 +1,4 @@
-"""l1 splitting noise: DSSN's deterministic splits, and the SSN and uniform-noise baselines (SPEC §3-4).
+"""l1 splitting noise: DSSN's deterministic splits, and the SSN and uniform-noise baselines (semantics.md §3-4).
 
 - :func:`dssn_split`: the L (or chosen) deterministic DSSN evaluations of every image, fused.
 - :func:`dssn_split_random`: the training noise, one random evaluation k per image.

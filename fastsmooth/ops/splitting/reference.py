@@ -1,7 +1,7 @@
 """Pure-PyTorch reference of the l1 splitting ops: the readable spec the kernels match bit for bit.
 
-All arithmetic is float32 (whatever x's dtype), one torch op per step in the order of SPEC
-section 3, rounded once to x's dtype at the end. Scalars that enter a division are float32
+All arithmetic is float32 (whatever x's dtype), one torch op per step in the order of
+semantics.md §3, rounded once to x's dtype at the end. Scalars that enter a division are float32
 tensors on x's device (never Python numbers): CUDA would otherwise multiply by a reciprocal.
 """
 from __future__ import annotations
