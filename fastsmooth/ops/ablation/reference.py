@@ -10,7 +10,7 @@ from fastsmooth._validation import accumulation_dtype
 from fastsmooth.ops.ablation.masks import KeepMasks
 
 
-def ablated_reference(
+def ablate_kept_reference(
     x: torch.Tensor,
     keep: torch.Tensor,
     mean: torch.Tensor | None,
@@ -40,4 +40,4 @@ def ablate_reference(
     std: torch.Tensor | None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    return ablated_reference(x, masks.pixel_keep().to(x.device), mean, std, out)
+    return ablate_kept_reference(x, masks.pixel_keep().to(x.device), mean, std, out)

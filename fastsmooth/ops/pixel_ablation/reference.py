@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from fastsmooth.ops._philox import philox4x32
-from fastsmooth.ops.ablation.reference import ablated_reference
+from fastsmooth.ops.ablation.reference import ablate_kept_reference
 
 TAG = 0x6C30AB1A  # kPixelAblationTag: the fourth counter word of this op
 
@@ -61,4 +61,4 @@ def ablate_pixels_reference(
 ) -> torch.Tensor:
     B, _, H, W = x.shape
     mask = keep_masks(seed, sample_ids(B, n, shared), H * W, keep).to(x.device).view(B, n, H, W)
-    return ablated_reference(x, mask, mean, std, out)
+    return ablate_kept_reference(x, mask, mean, std, out)
