@@ -9,6 +9,7 @@ import platform
 import statistics
 import time
 
+import pytest
 import torch
 
 def quick() -> bool:
@@ -20,6 +21,26 @@ def machine() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
+
+
+def sync() -> None:
+    """Wait for queued GPU work, so that a timed function ends when its kernels do."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def backend_for(role: str, device: str) -> str:
+    """The backend named in a role such as ``fastsmooth[cpu] out=``; skips the benchmark when
+    that backend cannot run on ``device`` (or is Triton's CPU interpreter, which is no benchmark)."""
+    import fastsmooth
+
+    backend = role[role.index("[") + 1 : role.index("]")]
+    info = fastsmooth.backends().get(backend)
+    if info is not None and not (info.available and device in info.devices):
+        pytest.skip(f"{backend} unavailable on {device}: {info.reason}")
+    if backend == "triton" and device == "cpu":
+        pytest.skip("the Triton interpreter is not a benchmark")
+    return backend
 
 
 def run(
@@ -53,10 +74,10 @@ def run(
 
     result = benchmark.pedantic(fn, setup=setup if interleaved else None, rounds=rounds, iterations=1,
                                 warmup_rounds=1 if warmup else 0)
-    if interleaved:
-        # The warm-up round's setup ran too: drop it, as pytest-benchmark drops fn's.
-        skip = 1 if warmup else 0
-        benchmark.extra_info["interleaved"] = {k: statistics.median(v[skip:]) for k, v in times.items()}
+    if interleaved and all(times.values()):
+        # Keep the last `rounds` timings: a warm-up round's setup ran too, and is dropped as
+        # pytest-benchmark drops fn's (with --benchmark-disable there may be a single call).
+        benchmark.extra_info["interleaved"] = {k: statistics.median(v[-rounds:]) for k, v in times.items()}
     return result
 
 

@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import torch
-from scipy.stats import norm  # noqa: F401  (kept for parity with the authors' imports)
 from statsmodels.stats.proportion import proportion_confint
 
 from fastsmooth.ops import dssn_levels, dssn_template

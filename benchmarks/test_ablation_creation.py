@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import fastsmooth
-from conftest import quick, run
+from conftest import backend_for, quick, run, sync
 from naive_ablation import naive_column_batches
 
 IMAGENET_BATCH = int(os.environ.get("FASTSMOOTH_BENCH_IMAGENET_BATCH", "2" if quick() else "8"))
@@ -23,10 +23,6 @@ CASES = {
 }
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
-
-def _sync():
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
 
 
 IMPLS = [f"fastsmooth[{b}]" for b in fastsmooth.BACKENDS] + ["fastsmooth[auto] out=", "naive", "copy floor"]
@@ -40,12 +36,7 @@ def test_column_batch_creation(benchmark, case, impl):
     nbytes = 2 * shape[0] * shape[3] * x[0].numel() * x.element_size()
     group = f"column ablation, {case}"
     if impl.startswith("fastsmooth"):
-        backend = impl[impl.index("[") + 1 : impl.index("]")]
-        info = fastsmooth.backends().get(backend)
-        if info is not None and not (info.available and DEVICE in info.devices):
-            pytest.skip(f"{backend} unavailable on {DEVICE}: {info.reason}")
-        if backend == "triton" and DEVICE == "cpu":
-            pytest.skip("the Triton interpreter is not a benchmark")
+        backend = backend_for(impl, DEVICE)
         if backend == "reference" and shape[3] > 100:
             pytest.skip("the reference materializes a [P, H, W] mask per call: too slow at this size")
         out = torch.empty(shape[0] * shape[3], 2 * shape[1], shape[2], shape[3], device=DEVICE)
@@ -53,12 +44,12 @@ def test_column_batch_creation(benchmark, case, impl):
 
         def go():
             fastsmooth.ops.ablate_bands(x, size, backend=backend, **kw)
-            _sync()
+            sync()
 
         auto = fastsmooth._backend.resolve_backend("auto", x.device)
         run(benchmark, go, group=group, role=impl, rounds=rounds, primary=impl == f"fastsmooth[{auto}]", bytes=nbytes)
     elif impl == "naive":
-        run(benchmark, lambda: (naive_column_batches(x, size), _sync()), group=group, role="naive", rounds=rounds)
+        run(benchmark, lambda: (naive_column_batches(x, size), sync()), group=group, role="naive", rounds=rounds)
     else:
         src = fastsmooth.ops.ablate_bands(x, size)
-        run(benchmark, lambda: (torch.empty_like(src).copy_(src), _sync()), group=group, role="copy floor", rounds=rounds, bytes=nbytes)
+        run(benchmark, lambda: (torch.empty_like(src).copy_(src), sync()), group=group, role="copy floor", rounds=rounds, bytes=nbytes)

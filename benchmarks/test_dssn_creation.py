@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from fastsmooth import backends
-from conftest import run
+from conftest import run, sync
 from fastsmooth.ops import dssn_levels, dssn_split, dssn_template
 
 BATCH = int(os.environ.get("FASTSMOOTH_BENCH_BATCH", "1"))
@@ -44,10 +44,6 @@ def naive_split(x: torch.Tensor, v: torch.Tensor, levels: int, lam: float) -> to
     return out.reshape(B * levels, *x.shape[1:])
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
 
 @pytest.mark.parametrize("sigma", SIGMAS)
 @pytest.mark.parametrize("device", _devices())
@@ -62,14 +58,14 @@ def test_dssn_creation(benchmark, impl, sigma, device):
         if not backends()[backend].available:
             pytest.skip(backends()[backend].reason)
         dssn_split(x, sigma=sigma, backend=backend)  # warm the template cache
-        fn = lambda: (dssn_split(x, sigma=sigma, backend=backend), _sync(device))  # noqa: E731
+        fn = lambda: (dssn_split(x, sigma=sigma, backend=backend), sync())  # noqa: E731
     elif impl == "naive":
         v = dssn_template(0, levels, (3, 32, 32), device)
         assert torch.equal(naive_split(x, v, levels, lam), dssn_split(x, sigma=sigma, backend="reference"))
-        fn = lambda: (naive_split(x, v, levels, lam), _sync(device))  # noqa: E731
+        fn = lambda: (naive_split(x, v, levels, lam), sync())  # noqa: E731
     else:
         src = torch.rand(BATCH * levels, 3, 32, 32, device=device)
-        fn = lambda: (torch.empty_like(src).copy_(src), _sync(device))  # noqa: E731
+        fn = lambda: (torch.empty_like(src).copy_(src), sync())  # noqa: E731
     run(benchmark, fn, group=group, role=impl, rounds=20, primary=impl == "fastsmooth", bytes=nbytes)
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 import fastsmooth
 from cohen_naive import NaiveSmooth
-from conftest import run
+from conftest import run, sync
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 N = int(os.environ.get("FASTSMOOTH_BENCH_N", 100_000 if DEVICE.type == "cuda" else 2000))
@@ -35,10 +35,6 @@ def small_cifar_net() -> nn.Module:
     ).to(DEVICE).eval()
 
 
-def _sync() -> None:
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize()
-
 
 @pytest.fixture(scope="module")
 def setup() -> tuple[nn.Module, torch.Tensor]:
@@ -53,7 +49,7 @@ def test_certify_one_image(benchmark, setup, implementation, n):
 
     def certify() -> tuple[int, float]:
         result = smooth.certify(x, N0, n, ALPHA, BATCH)
-        _sync()
+        sync()
         return result
 
     group = f"gaussian certify, CIFAR 3x32x32, small CNN, n={n}, {DEVICE.type}"

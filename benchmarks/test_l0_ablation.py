@@ -13,17 +13,13 @@ import pytest
 import torch
 
 import fastsmooth
-from conftest import quick, run
+from conftest import backend_for, quick, run, sync
 from naive_l0 import naive_ablated_batch, naive_radius
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 N_SAMPLES, CIFAR_KEEP = 10000, 75
 IMAGENET_D, IMAGENET_KEEP = 224 * 224, 1000
 
-
-def _sync():
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
 
 
 @pytest.mark.parametrize("impl", [f"fastsmooth[{b}]" for b in fastsmooth.BACKENDS] + ["fastsmooth[auto] out=", "naive"])
@@ -32,21 +28,16 @@ def test_cifar_creation(benchmark, impl):
     group = f"l0 ablation creation, CIFAR-10 1x3x32x32, n={N_SAMPLES}, k={CIFAR_KEEP}"
     rounds = 3 if quick() else 20
     if impl == "naive":
-        run(benchmark, lambda: (naive_ablated_batch(x[0], CIFAR_KEEP, N_SAMPLES), _sync()), group=group, role=impl,
+        run(benchmark, lambda: (naive_ablated_batch(x[0], CIFAR_KEEP, N_SAMPLES), sync()), group=group, role=impl,
             rounds=1 if quick() else 5)
         return
-    backend = impl[impl.index("[") + 1 : impl.index("]")]
-    info = fastsmooth.backends().get(backend)
-    if info is not None and not (info.available and DEVICE in info.devices):
-        pytest.skip(f"{backend} unavailable on {DEVICE}: {info.reason}")
-    if backend == "triton" and DEVICE == "cpu":
-        pytest.skip("the Triton interpreter is not a benchmark")
+    backend = backend_for(impl, DEVICE)
     out = torch.empty(N_SAMPLES, 6, 32, 32, device=DEVICE)
     kw = {"out": out} if impl.endswith("out=") else {}
 
     def go():
         fastsmooth.ops.ablate_pixels(x, CIFAR_KEEP, N_SAMPLES, seed=0, backend=backend, **kw)
-        _sync()
+        sync()
 
     auto = fastsmooth._backend.resolve_backend("auto", x.device)
     run(benchmark, go, group=group, role=impl, rounds=rounds, primary=impl == f"fastsmooth[{auto}]",

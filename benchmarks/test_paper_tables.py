@@ -15,7 +15,6 @@ FASTSMOOTH_BENCH_IMAGENET=1. Base networks have random weights (timing does not 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Callable
 
@@ -23,7 +22,7 @@ import pytest
 import torch
 
 import fastsmooth
-from conftest import quick, run
+from conftest import quick, run, sync
 from naive_patch import naive_block_certify, naive_column_certify
 from naive_randomized import naive_dssn_certify, naive_l0_certify, naive_uniform_certify
 from cohen_naive import NaiveSmooth
@@ -117,17 +116,13 @@ ROWS = [
 ]
 
 
-def _sync():
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize()
-
 
 def floor(model: torch.nn.Module, inputs: torch.Tensor, total: int) -> None:
     """The base network alone: ``total`` forwards in batches of len(inputs), pre-built inputs."""
     with torch.inference_mode():
         for start in range(0, total, len(inputs)):
             model(inputs[: min(len(inputs), total - start)])
-    _sync()
+    sync()
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: f"{r.method}, {r.data}")
@@ -142,9 +137,9 @@ def test_paper_row(benchmark, row: Row):
     # The three roles run in turn within every round (naive, floor, then fastsmooth), so a
     # drift of the machine's speed affects them alike.
     others = {
-        "naive": lambda: (row.naive(model, x), _sync()),
+        "naive": lambda: (row.naive(model, x), sync()),
         "floor": lambda: floor(model, inputs, row.images * row.forwards_per_image),
     }
     # Rows whose one round takes many seconds skip the warm-up round.
-    run(benchmark, lambda: (row.fastsmooth(model, x), _sync()), group=f"{row.method}, {row.data}, {row.net_name}",
+    run(benchmark, lambda: (row.fastsmooth(model, x), sync()), group=f"{row.method}, {row.data}, {row.net_name}",
         role="fastsmooth", rounds=row.rounds, primary=True, warmup=row.rounds > 1, interleaved=others, **info)
