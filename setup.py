@@ -37,6 +37,12 @@ def _extensions():
     cuda_dir = os.path.join("csrc", "ops", "cuda") + os.sep
     host_sources = [s for s in sources if not s.startswith(cuda_dir)]
     cxx = ["-O3"]  # torch.utils.cpp_extension adds the C++ standard torch needs
+    link = []
+    if torch.backends.openmp.is_available() and os.name != "nt":
+        # at::parallel_for is an inline `#pragma omp parallel` when ATen's backend is OpenMP:
+        # without -fopenmp the pragma is ignored and every CPU kernel runs on one thread.
+        cxx.append("-fopenmp")
+        link.append("-fopenmp")
     include_dirs = [os.path.abspath("csrc")]
     if _cuda_wanted(torch.version.cuda, CUDA_HOME):
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
@@ -46,9 +52,12 @@ def _extensions():
             include_dirs=include_dirs,
             define_macros=[("FASTSMOOTH_WITH_CUDA", None)],
             extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]},
+            extra_link_args=link,
         )
     else:
-        ext = CppExtension("fastsmooth._C", host_sources, include_dirs=include_dirs, extra_compile_args=cxx)
+        ext = CppExtension(
+            "fastsmooth._C", host_sources, include_dirs=include_dirs, extra_compile_args=cxx, extra_link_args=link
+        )
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 

@@ -55,29 +55,46 @@ def run(
     interleaved: dict | None = None,
     **info,
 ) -> object:
-    """Time ``fn`` (one warm-up round unless ``warmup=False``, then ``rounds`` rounds) under a group and role.
+    """Time ``fn`` (after one untimed warm-up call unless ``warmup=False``) over ``rounds`` rounds,
+    under a group and role.
 
     The ``primary`` benchmark of a group is the one the others' ratios are taken against.
-    ``interleaved`` maps other roles to functions that run, and are timed, before each round
-    of ``fn``: on a machine whose speed drifts (shared cores) only interleaved rounds give
-    trustworthy ratios. Their medians are stored in ``extra_info["interleaved"]``.
+    ``interleaved`` maps other roles to functions timed in the same rounds: on a machine whose
+    speed drifts (shared cores) only interleaved rounds give trustworthy ratios. The order is
+    a palindrome, ``others, fn | fn, reversed others | others, fn | ...``, so that a steady
+    drift weighs on every role alike. Their medians go to ``extra_info["interleaved"]``.
     """
     benchmark.group = group
     benchmark.extra_info.update(role=role, primary=primary, machine=machine(), **info)
-    times: dict[str, list[float]] = {name: [] for name in interleaved or {}}
+    others = list((interleaved or {}).items())
+    times: dict[str, list[float]] = {name: [] for name, _ in others}
 
-    def setup():
-        for name, other in (interleaved or {}).items():
+    def timed(roles) -> None:
+        for name, other in roles:
             start = time.perf_counter()
             other()
             times[name].append(time.perf_counter() - start)
 
-    result = benchmark.pedantic(fn, setup=setup if interleaved else None, rounds=rounds, iterations=1,
-                                warmup_rounds=1 if warmup else 0)
-    if interleaved and all(times.values()):
-        # Keep the last `rounds` timings: a warm-up round's setup ran too, and is dropped as
-        # pytest-benchmark drops fn's (with --benchmark-disable there may be a single call).
-        benchmark.extra_info["interleaved"] = {k: statistics.median(v[-rounds:]) for k, v in times.items()}
+    calls = [0]
+
+    def setup():
+        # Round r (from 0): even rounds run the others before fn, odd rounds after it; the
+        # "after" half of an odd round runs in the next even round's setup (or at the end).
+        if calls[0] % 2 == 0:
+            if calls[0] > 0:
+                timed(reversed(others))
+            timed(others)
+        calls[0] += 1
+
+    if warmup:
+        fn()
+        for _, other in others:
+            other()
+    result = benchmark.pedantic(fn, setup=setup if others else None, rounds=rounds, iterations=1, warmup_rounds=0)
+    if others and calls[0] % 2 == 0:
+        timed(reversed(others))
+    if others and all(times.values()):
+        benchmark.extra_info["interleaved"] = {k: statistics.median(v) for k, v in times.items()}
     return result
 
 

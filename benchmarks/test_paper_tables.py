@@ -4,7 +4,10 @@ Every row measures, in the same run, at the same forward batch size and interlea
 round:
 1. ``fastsmooth``: the smoother's certify of a batch of images (end to end);
 2. ``naive``: the same certification written like the papers' code (benchmarks/naive_*.py);
-3. ``floor``: the base network's forward pass alone over the same number of pre-built inputs.
+3. ``floor``: the base network's forward pass alone over the same number of pre-built inputs,
+   in the memory layout fastsmooth feeds it (channels-last on the CPU: see
+   fastsmooth.smoothing.base.auto_memory_format), so that the floor is the network's own cost
+   in that layout and the ratio is what the engine adds.
 
 Defaults are sized for a small CPU (a few images, reduced sample counts, the DSSN / uniform
 rows on WRN-16-2 instead of WRN-40-2); FASTSMOOTH_BENCH_PAPER=1 selects the papers' sizes and
@@ -27,6 +30,7 @@ from naive_patch import naive_block_certify, naive_column_certify
 from naive_randomized import naive_dssn_certify, naive_l0_certify, naive_uniform_certify
 from cohen_naive import NaiveSmooth
 from fastsmooth.models import WideResNet, build
+from fastsmooth.smoothing.base import auto_memory_format
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 PAPER = not quick()
@@ -48,6 +52,7 @@ class Row:
     fastsmooth: Callable  # (model, x) -> result
     naive: Callable  # (model, x) -> result
     rounds: int = 3
+    warmup: bool = True  # one untimed call of each role first (off for rows of minutes)
 
 
 def _wrn() -> torch.nn.Module:
@@ -60,7 +65,7 @@ RS_N0, RS_N = (100, 100000) if PAPER else (100, 1000)
 UNI_N0, UNI_N = (64, 100000) if PAPER else (64, 1000)
 
 
-def _patch_row(method, data, net, net_name, shape, images, batch, size, m, rounds=3):
+def _patch_row(method, data, net, net_name, shape, images, batch, size, m, rounds=3, warmup=True):
     H, W = shape[1], shape[2]
     column = method == "column"
     smoother_cls = fastsmooth.ColumnSmoothing if column else fastsmooth.BlockSmoothing
@@ -72,6 +77,7 @@ def _patch_row(method, data, net, net_name, shape, images, batch, size, m, round
                                       batch_size=batch).certify(x, m),
         lambda model, x: naive(model, x, size, m, 10 if data != "ImageNet" else 1000, THETA),
         rounds,
+        warmup,
     )
 
 
@@ -90,10 +96,10 @@ def _dssn_row(sigma, batch):
 
 
 ROWS = [
-    _patch_row("column", "MNIST", lambda: build("mnist_cnn"), "MNIST CNN", (1, 28, 28), 56, 56, 2, 5, rounds=7),
-    _patch_row("block", "MNIST", lambda: build("mnist_cnn"), "MNIST CNN", (1, 28, 28), 16 if not PAPER else 100, 16 if not PAPER else 100, 10, 5),
-    _patch_row("column", "CIFAR-10", lambda: build("cifar_resnet18"), "ResNet-18", (3, 32, 32), 4 if not PAPER else 100, 4 if not PAPER else 100, 4, 5, rounds=5),
-    _patch_row("block", "CIFAR-10", lambda: build("cifar_resnet18"), "ResNet-18", (3, 32, 32), 1 if not PAPER else 16, 1 if not PAPER else 16, 12, 5, rounds=2),
+    _patch_row("column", "MNIST", lambda: build("mnist_cnn"), "MNIST CNN", (1, 28, 28), 56, 56, 2, 5, rounds=8),
+    _patch_row("block", "MNIST", lambda: build("mnist_cnn"), "MNIST CNN", (1, 28, 28), 16 if not PAPER else 100, 16 if not PAPER else 100, 10, 5, rounds=4),
+    _patch_row("column", "CIFAR-10", lambda: build("cifar_resnet18"), "ResNet-18", (3, 32, 32), 4 if not PAPER else 100, 4 if not PAPER else 100, 4, 5, rounds=6),
+    _patch_row("block", "CIFAR-10", lambda: build("cifar_resnet18"), "ResNet-18", (3, 32, 32), 1 if not PAPER else 16, 1 if not PAPER else 16, 12, 5, rounds=4, warmup=False),
     _patch_row("column", "ImageNet", lambda: build("imagenet_resnet50_6ch"), "ResNet-50", (3, 299, 299), 1, 1, 25, 42, rounds=1),
     _dssn_row(0.25, 110),
     _dssn_row(1.0, 128),
@@ -133,13 +139,16 @@ def test_paper_row(benchmark, row: Row):
     model = row.net().to(DEVICE).eval()
     x = torch.rand(row.images, *row.shape, device=DEVICE)
     inputs = torch.rand(row.batch, row.in_channels, *row.shape[1:], device=DEVICE)
-    info = dict(images=row.images, batch=row.batch, forwards=row.images * row.forwards_per_image, device=str(DEVICE))
-    # The three roles run in turn within every round (naive, floor, then fastsmooth), so a
-    # drift of the machine's speed affects them alike.
+    inputs = inputs.contiguous(memory_format=auto_memory_format(model, DEVICE, inputs.shape[1:], inputs.dtype))
+    info = dict(images=row.images, batch=row.batch, forwards=row.images * row.forwards_per_image, device=str(DEVICE),
+                layout="channels-last" if not inputs.is_contiguous() else "NCHW")
+    # The three roles run in turn within every round, in palindromic order (naive, floor,
+    # fastsmooth | fastsmooth, floor, naive | ...), so a drift of the machine's speed affects
+    # them alike.
     others = {
         "naive": lambda: (row.naive(model, x), sync()),
         "floor": lambda: floor(model, inputs, row.images * row.forwards_per_image),
     }
-    # Rows whose one round takes many seconds skip the warm-up round.
     run(benchmark, lambda: (row.fastsmooth(model, x), sync()), group=f"{row.method}, {row.data}, {row.net_name}",
-        role="fastsmooth", rounds=row.rounds, primary=True, warmup=row.rounds > 1, interleaved=others, **info)
+        role="fastsmooth", rounds=row.rounds, primary=True, warmup=row.warmup and row.rounds > 1,
+        interleaved=others, **info)

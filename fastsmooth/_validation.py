@@ -59,8 +59,11 @@ def check_stats(
     return out[0], out[1]
 
 
-def check_out(out: torch.Tensor | None, shape: tuple[int, ...], x: torch.Tensor) -> None:
-    """An out= tensor must have the result's shape, x's dtype and device, and be contiguous."""
+def check_out(
+    out: torch.Tensor | None, shape: tuple[int, ...], x: torch.Tensor, *, channels_last_ok: bool = False
+) -> None:
+    """An out= tensor must have the result's shape, x's dtype and device, and be contiguous
+    (or, where the op can write it, channels-last contiguous)."""
     if out is None:
         return
     if not isinstance(out, torch.Tensor):
@@ -69,8 +72,10 @@ def check_out(out: torch.Tensor | None, shape: tuple[int, ...], x: torch.Tensor)
         raise ValueError(f"out must have shape {tuple(shape)}, got {tuple(out.shape)}")
     if out.dtype != x.dtype or out.device != x.device:
         raise ValueError(f"out must be {x.dtype} on {x.device}, got {out.dtype} on {out.device}")
-    if not out.is_contiguous():
-        raise ValueError("out must be contiguous")
+    if out.is_contiguous() or (channels_last_ok and out.is_contiguous(memory_format=torch.channels_last)):
+        return
+    layouts = "contiguous or channels-last contiguous" if channels_last_ok else "contiguous"
+    raise ValueError(f"out must be {layouts}, got strides {out.stride()}")
 
 
 def check_index_tensor(values: object, name: str, high: int, device: torch.device) -> torch.Tensor:

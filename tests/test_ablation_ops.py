@@ -10,7 +10,7 @@ import torch
 import fastsmooth
 from fastsmooth import ops
 from fastsmooth.ops.ablation import masks as M
-from conftest import device_of, require_backend
+from conftest import KERNEL_BACKENDS, device_of, require_backend
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 # (B, C, H, W): one image, C = 1 and 3, H != W, odd sizes.
@@ -139,6 +139,59 @@ def test_out_argument_is_filled_and_returned(backend):
     assert torch.equal(out, ops.ablate_bands(x, 2, backend="reference"))
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=str)
+@pytest.mark.parametrize("backend", ["reference", *KERNEL_BACKENDS])
+def test_channels_last_out_matches_reference(backend, shape, dtype):
+    device = device_of(backend)
+    if backend != "reference":
+        require_backend(backend, device.type)
+    x = rand_images(shape, dtype, device)
+    for name, op in op_cases(shape[2], shape[3]):
+        want = op(x, "reference")
+        out = torch.full_like(want, float("nan")).contiguous(memory_format=torch.channels_last)
+        assert not out.is_contiguous() or want.shape[2:] == (1, 1)
+        got = op(x, backend, out=out)
+        assert got is out and got.stride() == out.stride(), name
+        assert torch.equal(got, want), f"{name}: {(got != want).sum()} elements differ"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("columns", (100, 3, 32, 32), torch.float32, lambda x, **k: ops.ablate_bands(x, 4, **k)),
+        ("rows", (130, 2, 33, 31), torch.float16, lambda x, **k: ops.ablate_bands(x, 5, axis="row", **k)),
+        ("multi-blocks", (7, 3, 64, 62), torch.float32, lambda x, **k: ops.ablate_multi_blocks(x, 8, 1, **k)),
+    ],
+    ids=lambda c: c[0],
+)
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
+def test_outputs_above_the_streaming_threshold(case, layout):
+    """Outputs of >= 32 MB take the CPU kernel's streaming-store path (csrc/ops/cpu/stream.h)."""
+    require_backend("cpu")
+    _, shape, dtype, op = case
+    x = rand_images(shape, dtype)
+    want = op(x, backend="reference")
+    assert want.numel() * want.element_size() >= 32 << 20
+    assert torch.equal(op(x, backend="cpu"), want)
+    out = torch.full_like(want, float("nan")).contiguous(memory_format=layout)
+    assert torch.equal(op(x, backend="cpu", out=out), want)
+
+
+def test_cpu_kernels_use_every_thread():
+    """The extension must be built with OpenMP: otherwise at::parallel_for in its kernels runs
+    serially while torch.get_num_threads() reports more threads."""
+    require_backend("cpu")
+    from fastsmooth import _C
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert _C.parallel_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_image_major_order():
     x = rand_images((3, 1, 4, 5))
     out = ops.ablate_bands(x, 2)
@@ -202,6 +255,8 @@ def test_random_block_matches_reference_with_same_generator(kernel_backend):
         (lambda x: ops.ablate_multi_bands(x, 2, 2, [[0, 0]]), r"combinations must not repeat"),
         (lambda x: ops.ablate_bands(x, 2, backend="gpu"), r"backend must be 'auto' or one of"),
         (lambda x: ops.ablate_bands(x, 2, out=torch.empty(3)), r"out must have shape \(14, 6, 5, 7\), got \(3,\)"),
+        (lambda x: ops.ablate_bands(x, 2, out=torch.empty(14, 7, 5, 6).transpose(1, 3)),
+         r"out must be contiguous or channels-last contiguous, got strides \(210, 1, 6, 30\)"),
     ],
 )
 def test_bad_arguments_are_named(call, match):

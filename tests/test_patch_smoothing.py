@@ -232,6 +232,45 @@ def test_counts_equal_loop_over_positions(kernel_backend, kind, s, keep, batch_s
     assert max(seen) <= batch_size  # memory stays bounded by batch_size
 
 
+@pytest.mark.parametrize("held", [1, 23, 1 << 22])  # logits held before counting: every chunk, mid-image, never
+@pytest.mark.parametrize("batch_size", [4, 20])
+def test_counts_do_not_depend_on_when_votes_are_counted(monkeypatch, held, batch_size):
+    import fastsmooth.smoothing.patch as patch_module
+
+    monkeypatch.setattr(patch_module, "_PENDING_LOGITS", held)
+    model = tiny_net(2, 5, seed=int(torch.randint(1 << 30, ())))
+    x = torch.rand(3, 2, 7, 9)
+    for kind, s, keep in SMALL:
+        for threshold in (None, 0.25):
+            smoother = make(kind, model, 5, s, keep, threshold, batch_size=batch_size)
+            assert torch.equal(smoother.counts(x), loop_counts(kind, model, x, s, keep, threshold, 5)), (kind, threshold)
+
+
+class ReusedOutput(nn.Module):
+    """Writes every batch's logits into one persistent tensor (as a CUDA-graph replay does)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.out = model, None
+
+    def forward(self, x):
+        logits = self.model(x)
+        if self.out is None or self.out.shape != logits.shape:
+            self.out = torch.empty_like(logits)
+        return self.out.copy_(logits)
+
+
+def test_model_returning_one_reused_tensor_is_counted_right():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2 * 6 * 5, 4))
+    x = torch.rand(2, 1, 6, 5)
+    x[1] = 1 - x[0]  # the two images vote differently
+    for threshold in (None, 0.3):
+        want = loop_counts("column", model, x, 2, 0, threshold, 4)
+        assert not torch.equal(want[0], want[1])
+        got = ColumnSmoothing(ReusedOutput(model), 4, 2, threshold=threshold, batch_size=5).counts(x)
+        assert torch.equal(got, want), threshold
+
+
 # -- votes ------------------------------------------------------------------------------------
 
 

@@ -69,7 +69,14 @@ inline void check_out(const at::Tensor& out, const at::Tensor& x, int64_t P) {
   TORCH_CHECK(out.scalar_type() == x.scalar_type() && out.device() == x.device(),
               "fastsmooth::ablate: out must match x's dtype and device (", x.scalar_type(), ", ", x.device(), "), got ",
               out.scalar_type(), ", ", out.device());
-  TORCH_CHECK(out.is_contiguous(), "fastsmooth::ablate: out must be contiguous");
+  TORCH_CHECK(out.is_contiguous() || out.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "fastsmooth::ablate: out must be contiguous or channels-last contiguous, got strides ", out.strides());
+}
+
+// Whether the kernels write out in channels-last order ([B * P, H, W, 2C] in memory). A
+// tensor that is both (H = W = 1) has one memory order: the NCHW one.
+inline bool is_channels_last_output(const at::Tensor& out) {
+  return !out.is_contiguous() && out.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
 
 }  // namespace fastsmooth

@@ -2,11 +2,46 @@
 that ``fastsmooth.evaluate`` tabulates."""
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Literal, NamedTuple, Union
 
 import torch
 from torch import nn
+
+MemoryFormat = Union[Literal["auto"], torch.memory_format]
+_FORMATS = (torch.contiguous_format, torch.channels_last)
+# model -> {(device type, input shape, dtype): its auto memory format}, probed once.
+_probed: weakref.WeakKeyDictionary[nn.Module, dict[tuple, torch.memory_format]] = weakref.WeakKeyDictionary()
+
+
+def auto_memory_format(
+    model: object, device: torch.device, shape: tuple[int, ...], dtype: torch.dtype
+) -> torch.memory_format:
+    """The layout ``memory_format="auto"`` feeds ``model`` its (N, *shape) inputs in.
+
+    Channels-last on the CPU for a model with 2-D convolutions: oneDNN convolves channels-last
+    batches 10-20% faster (ResNet-18 / WRN / ResNet-110, measured on the project's 2-core CPU;
+    see README). The first such call runs the model (in its current train / eval mode) once
+    on a one-image channels-last batch of zeros: a model whose forward rejects that layout
+    (``.view`` of a channels-last activation) keeps NCHW. Elsewhere NCHW (GPUs were not
+    measured; pass ``torch.channels_last`` to try).
+    """
+    if device.type != "cpu" or not isinstance(model, nn.Module):
+        return torch.contiguous_format
+    key = (device.type, tuple(shape), dtype)
+    known = _probed.setdefault(model, {})
+    if key not in known:  # once per model and input shape: this walks the model
+        known[key] = torch.contiguous_format
+        if any(isinstance(m, nn.Conv2d) for m in model.modules()):
+            probe = torch.zeros((1, *shape), dtype=dtype, device=device).contiguous(memory_format=torch.channels_last)
+            try:
+                with torch.inference_mode():
+                    model(probe)
+                known[key] = torch.channels_last
+            except RuntimeError:
+                pass
+    return known[key]
 
 
 class Certified(NamedTuple):
@@ -28,6 +63,11 @@ class BaseSmoother:
     ``autocast`` (None, torch.bfloat16 or torch.float16) runs the base model under
     ``torch.autocast``: that changes the base classifier, so certificates are then those of
     the reduced-precision model.
+
+    ``memory_format`` is the layout of the batches the base model gets: ``"auto"`` (see
+    :func:`auto_memory_format`: channels-last for convolutional models on the CPU),
+    ``torch.contiguous_format`` (NCHW) or ``torch.channels_last``. The layout changes only
+    the float rounding order inside the base model's convolutions, as a batch size does.
     """
 
     certificate_name = "certificate"  # "patch_size" or "radius" in subclasses
@@ -39,6 +79,7 @@ class BaseSmoother:
         batch_size: int = 1000,
         backend: str = "auto",
         autocast: torch.dtype | None = None,
+        memory_format: MemoryFormat = "auto",
     ) -> None:
         if not isinstance(model, nn.Module) and not callable(model):
             raise TypeError(f"model must be a torch.nn.Module or callable, got {type(model).__name__}")
@@ -48,11 +89,16 @@ class BaseSmoother:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if autocast not in (None, torch.bfloat16, torch.float16):
             raise ValueError(f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}")
+        if not (isinstance(memory_format, str) and memory_format == "auto") and memory_format not in _FORMATS:
+            raise ValueError(
+                f"memory_format must be 'auto', torch.contiguous_format or torch.channels_last, got {memory_format!r}"
+            )
         self.model = model
         self.num_classes = num_classes
         self.batch_size = batch_size
         self.backend = backend
         self.autocast = autocast
+        self.memory_format = memory_format
 
     @property
     def device(self) -> torch.device:
@@ -62,11 +108,26 @@ class BaseSmoother:
                 return p.device
         return torch.device("cpu")
 
-    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        """The base model's logits [N, num_classes] for a batch that fits in one forward pass."""
+    def _eval(self) -> None:
         # eval() walks every submodule: once per certification, not once per chunk.
         if isinstance(self.model, nn.Module) and self.model.training:
             self.model.eval()
+
+    def input_format(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.memory_format:
+        """The memory format the base model gets its (N, *shape) batches in."""
+        if isinstance(self.memory_format, str):
+            self._eval()
+            return auto_memory_format(self.model, device, shape, dtype)
+        return self.memory_format
+
+    def logits(self, inputs: torch.Tensor, memory_format: torch.memory_format | None = None) -> torch.Tensor:
+        """The base model's logits [N, num_classes] for a batch that fits in one forward pass,
+        given to the model in ``memory_format`` (default: :meth:`input_format`'s)."""
+        self._eval()
+        if inputs.dim() == 4:  # a no-op for batches already written in that layout
+            if memory_format is None:
+                memory_format = self.input_format(inputs.shape[1:], inputs.dtype, inputs.device)
+            inputs = inputs.contiguous(memory_format=memory_format)
         with torch.inference_mode():
             if self.autocast is None:
                 out = self.model(inputs)

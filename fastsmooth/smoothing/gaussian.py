@@ -26,7 +26,7 @@ from torch import nn
 
 from fastsmooth.certificates.counts import top_two
 from fastsmooth.ops.gaussian import draw_seed, gaussian_noise
-from fastsmooth.smoothing.base import BaseSmoother, Certified
+from fastsmooth.smoothing.base import BaseSmoother, Certified, MemoryFormat
 from fastsmooth.stats import binomial_pvalue, clopper_pearson_lower
 
 __all__ = ["Smooth"]
@@ -56,6 +56,7 @@ class Smooth(BaseSmoother):
         backend: backend of the noise op ("auto", "reference", "cpu", "triton", "cuda").
         autocast: run the base classifier under torch.autocast in this dtype (changes the
             classifier being certified).
+        memory_format: layout of the noised batches (see :class:`BaseSmoother`).
         n0, n, alpha: the parameters ``evaluate_batch`` certifies with (the authors'
             experiments: 100, 100000, 0.001).
     """
@@ -72,11 +73,14 @@ class Smooth(BaseSmoother):
         batch_size: int = 1000,
         backend: str = "auto",
         autocast: torch.dtype | None = None,
+        memory_format: MemoryFormat = "auto",
         n0: int = 100,
         n: int = 100_000,
         alpha: float = 0.001,
     ) -> None:
-        super().__init__(base_classifier, num_classes, batch_size=batch_size, backend=backend, autocast=autocast)
+        super().__init__(
+            base_classifier, num_classes, batch_size=batch_size, backend=backend, autocast=autocast, memory_format=memory_format
+        )
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0 or sigma == float("inf"):
             raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
         self.base_classifier = base_classifier  # the authors' attribute name

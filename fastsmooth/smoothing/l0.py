@@ -15,7 +15,7 @@ from fastsmooth._validation import check_images, check_int
 from fastsmooth.certificates.counts import top_two
 from fastsmooth.certificates.l0 import l0_radius
 from fastsmooth.ops.pixel_ablation import ablate_pixels
-from fastsmooth.smoothing.base import BaseSmoother, Certified
+from fastsmooth.smoothing.base import BaseSmoother, Certified, MemoryFormat
 from fastsmooth.stats import binomial_pvalue, clopper_pearson_lower
 
 ABSTAIN = -1
@@ -38,6 +38,7 @@ class RandomizedAblation(BaseSmoother):
         mean, std: per-channel normalization applied before the [v, 1 - v] encoding.
         n0, n, alpha: the defaults of :meth:`certify`, used by :meth:`evaluate_batch`.
         generator: CPU ``torch.Generator`` the sampling seeds are drawn from (reproducibility).
+        backend, autocast, memory_format: as in :class:`BaseSmoother`.
     """
 
     certificate_name = "radius"
@@ -56,9 +57,12 @@ class RandomizedAblation(BaseSmoother):
         alpha: float = 0.05,
         backend: str = "auto",
         autocast: torch.dtype | None = None,
+        memory_format: MemoryFormat = "auto",
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__(model, num_classes, batch_size=batch_size, backend=backend, autocast=autocast)
+        super().__init__(
+            model, num_classes, batch_size=batch_size, backend=backend, autocast=autocast, memory_format=memory_format
+        )
         self.keep = check_int(keep, "keep", 0, 2**62)
         self.mean, self.std = mean, std
         self.n0 = check_int(n0, "n0", 1, 2**62)

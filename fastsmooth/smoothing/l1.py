@@ -18,7 +18,7 @@ from fastsmooth._validation import check_images
 from fastsmooth.certificates.counts import top_two
 from fastsmooth.certificates.l1 import dssn_radius, randomized_l1_radius
 from fastsmooth.ops.splitting import dssn_levels, dssn_split, ssn_noise, uniform_noise
-from fastsmooth.smoothing.base import BaseSmoother, Certified
+from fastsmooth.smoothing.base import BaseSmoother, Certified, MemoryFormat
 from fastsmooth.stats import clopper_pearson_lower
 
 __all__ = ["DSSN", "SSN", "UniformSmoothing"]
@@ -42,7 +42,7 @@ class DSSN(BaseSmoother):
         batch_size: most split images per forward pass.
         quantize: round input that is off the 1/q grid instead of rejecting it.
         tolerance: largest accepted |x q - round(x q)|, in levels (see :meth:`prepare`).
-        backend, autocast: as in :class:`BaseSmoother`.
+        backend, autocast, memory_format: as in :class:`BaseSmoother`.
     """
 
     certificate_name = "radius"
@@ -58,10 +58,11 @@ class DSSN(BaseSmoother):
         batch_size: int = 1000,
         backend: str = "auto",
         autocast: torch.dtype | None = None,
+        memory_format: MemoryFormat = "auto",
         quantize: bool = False,
         tolerance: float = 1e-3,
     ) -> None:
-        super().__init__(model, num_classes, batch_size, backend, autocast)
+        super().__init__(model, num_classes, batch_size, backend, autocast, memory_format)
         self.lam, self.levels = dssn_levels(sigma, lam, q)
         self.sigma = self.lam / math.sqrt(3)
         self.seed = seed
@@ -145,13 +146,14 @@ class _RandomizedL1(BaseSmoother):
         batch_size: int = 1000,
         backend: str = "auto",
         autocast: torch.dtype | None = None,
+        memory_format: MemoryFormat = "auto",
         n0: int = 64,
         n: int = 100000,
         alpha: float = 0.001,
         sided: str = "two",
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__(model, num_classes, batch_size, backend, autocast)
+        super().__init__(model, num_classes, batch_size, backend, autocast, memory_format)
         if (sigma is None) == (lam is None):
             raise ValueError(f"give exactly one of sigma and lam, got sigma={sigma!r}, lam={lam!r}")
         self.lam = float(lam) if lam is not None else float(sigma) * math.sqrt(3)
@@ -232,7 +234,7 @@ class UniformSmoothing(_RandomizedL1):
     """Uniform additive noise x + U(-lambda, lambda) (Yang et al. 2020), the l1 baseline.
 
     Args:
-        model, num_classes, batch_size, backend, autocast: as in :class:`BaseSmoother`.
+        model, num_classes, batch_size, backend, autocast, memory_format: as in :class:`BaseSmoother`.
         sigma, lam: noise level, exactly one (lam = sigma * sqrt(3)).
         n0, n, alpha, sided: defaults of :meth:`certify` (64, 100000, 0.001, "two").
         generator: CPU generator the per-batch Philox seeds are drawn from (reproducibility).

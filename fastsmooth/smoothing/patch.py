@@ -28,14 +28,15 @@ from fastsmooth.certificates.patch import (
     patch_deltas,
     randomized_band_patch_size,
 )
-from fastsmooth.ops.ablation import ablate_checked
+from fastsmooth.ops.ablation import ablation_kernel
 from fastsmooth.ops.ablation.masks import KeepMasks, cached_masks
-from fastsmooth.smoothing.base import BaseSmoother, Certified
+from fastsmooth.smoothing.base import BaseSmoother, Certified, MemoryFormat
 from fastsmooth.stats import clopper_pearson_lower
 
 Stats = Sequence[float] | torch.Tensor | None
 # masks_for(first_image, end_image, first_ablation, end_ablation) -> the masks of that block
 MaskSource = Callable[[int, int, int, int], KeepMasks]
+_PENDING_LOGITS = 1 << 22  # logits (floats) held before their votes are counted
 
 __all__ = [
     "PatchSmoother",
@@ -78,8 +79,11 @@ class _AblationSmoother(BaseSmoother):
         batch_size: int,
         backend: str,
         autocast: torch.dtype | None,
+        memory_format: MemoryFormat,
     ) -> None:
-        super().__init__(model, num_classes, batch_size=batch_size, backend=backend, autocast=autocast)
+        super().__init__(
+            model, num_classes, batch_size=batch_size, backend=backend, autocast=autocast, memory_format=memory_format
+        )
         self.size = _check_positive(size, "size")
         self.threshold = _check_threshold(threshold)
         if (mean is None) != (std is None):
@@ -96,46 +100,91 @@ class _AblationSmoother(BaseSmoother):
         return x.to(self.device).contiguous()
 
     # -- the engine ----------------------------------------------------------------------
-    def _out(self, n: int, x: torch.Tensor) -> torch.Tensor:
-        """A contiguous (n, 2C, H, W) view of one buffer reused across chunks and calls."""
+    def _out(self, n: int, x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+        """An (n, 2C, H, W) view of one buffer reused across chunks and calls, laid out in the
+        memory format the base model gets (the fused kernel writes either layout)."""
         _, C, H, W = x.shape
         numel = n * 2 * C * H * W
         buf = self._buffer
         if buf is None or buf.numel() < numel or buf.dtype != x.dtype or buf.device != x.device:
             buf = self._buffer = torch.empty(numel, dtype=x.dtype, device=x.device)
+        if memory_format == torch.channels_last:
+            return buf[:numel].view(n, H, W, 2 * C).permute(0, 3, 1, 2)
         return buf[:numel].view(n, 2 * C, H, W)
 
-    def _votes(self, logits: torch.Tensor, images: int) -> torch.Tensor:
-        """Votes [images, K] (int64) of ``images * per_image`` consecutive (image-major) logits."""
-        K = self.num_classes
+    def _votes(self, logits: torch.Tensor) -> torch.Tensor:
+        """Votes [N, K] (int64, 0 or 1) of N ablations' logits."""
         if self.threshold is not None:
             # softmax >= theta in float32, as the authors' scripts: 0, 1 or several votes per ablation
-            return (logits.softmax(dim=1) >= self.threshold).view(images, -1, K).sum(dim=1)
-        top = logits.argmax(dim=1).view(images, -1)  # argmax returns the first (smallest) index on ties
-        return torch.zeros(images, K, dtype=torch.int64, device=logits.device).scatter_add_(
-            1, top, torch.ones_like(top)
-        )
+            return (logits.softmax(dim=1) >= self.threshold).long()
+        # argmax returns the first (smallest) index on ties
+        return torch.nn.functional.one_hot(logits.argmax(dim=1), self.num_classes)
 
     def _accumulate(self, x: torch.Tensor, total: int, masks_for: MaskSource) -> torch.Tensor:
-        """Counts [B, K] on x's device over ``total`` ablations per image, in chunks of <= batch_size."""
+        """Counts [B, K] on x's device over ``total`` ablations per image, in chunks of <= batch_size.
+
+        Logits are kept and counted a few megabytes at a time rather than after every forward:
+        with small networks and batches, the handful of tiny ops per chunk is otherwise a
+        measurable share of the time (softmax and argmax are per row, so the votes are the same).
+        """
         B = x.shape[0]
         counts = torch.zeros(B, self.num_classes, dtype=torch.int64, device=x.device)
         mean, std = check_stats(self.mean, self.std, x)  # once per call, not per chunk
+        kernel = ablation_kernel(self.backend, x.device)
+        memory_format = self.input_format((2 * x.shape[1], *x.shape[2:]), x.dtype, x.device)
+        tally = _Tally(counts, self._votes, B * total)
 
         def run(lo: int, hi: int, first: int, end: int) -> None:
             masks = masks_for(lo, hi, first, end)
-            out = self._out((hi - lo) * masks.count, x)
-            ablate_checked(x[lo:hi], masks, mean, std, out=out, backend=self.backend)
-            counts[lo:hi] += self._votes(self.logits(out), hi - lo)
+            out = self._out((hi - lo) * masks.count, x, memory_format)
+            kernel(x[lo:hi], masks, mean, std, out=out)
+            tally.add(self.logits(out, memory_format), range(lo, hi), masks.count)
 
         if total <= self.batch_size:  # several whole images per forward
-            for images in self.chunks(B, total):
-                run(images.start, images.stop, 0, total)
+            for chunk in self.chunks(B, total):
+                run(chunk.start, chunk.stop, 0, total)
         else:  # one image at a time, its ablations in chunks
             for b in range(B):
                 for ablations in self.chunks(total):
                     run(b, b + 1, ablations.start, ablations.stop)
+        tally.flush()
         return counts
+
+
+class _Tally:
+    """Adds the votes of image-major logits into ``counts[image]``, a few megabytes at a time.
+
+    Logits are copied into one buffer as they come (a model may return the same tensor,
+    overwritten, at every call, as a CUDA-graph replay does) and voted on when it is full.
+    """
+
+    def __init__(self, counts: torch.Tensor, votes: Callable[[torch.Tensor], torch.Tensor], rows: int) -> None:
+        """``rows``: how many logits rows will come in all (bounds the buffer)."""
+        self.counts, self.votes = counts, votes
+        K = counts.shape[1]
+        self.buffer = torch.empty(max(1, min(rows, _PENDING_LOGITS // K)), K, device=counts.device)
+        self.held = 0  # rows of buffer in use
+        self.images: list[int] = []  # the image of each group of held rows...
+        self.rows: list[int] = []  # ...and its number of rows
+
+    def add(self, logits: torch.Tensor, images: range, per_image: int) -> None:
+        if self.held + len(logits) > len(self.buffer):
+            self.flush()
+        if len(logits) > len(self.buffer):  # larger than the whole buffer: count it directly
+            self.counts[images.start : images.stop] += self.votes(logits).view(len(images), per_image, -1).sum(1)
+            return
+        self.buffer[self.held : self.held + len(logits)].copy_(logits)
+        self.held += len(logits)
+        self.images.extend(images)
+        self.rows.extend([per_image] * len(images))
+
+    def flush(self) -> None:
+        if self.held:
+            image = torch.tensor(self.images).repeat_interleave(torch.tensor(self.rows))
+            self.counts.index_add_(0, image.to(self.counts.device), self.votes(self.buffer[: self.held]))
+        self.held = 0
+        self.images.clear()
+        self.rows.clear()
 
 
 def _slice(masks: KeepMasks, first: int, end: int) -> KeepMasks:
@@ -164,8 +213,9 @@ class PatchSmoother(_AblationSmoother, abc.ABC):
         batch_size: int = 1000,
         backend: str = "auto",
         autocast: torch.dtype | None = None,
+        memory_format: MemoryFormat = "auto",
     ) -> None:
-        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast)
+        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast, memory_format)
 
     @abc.abstractmethod
     def masks(self, height: int, width: int, device: torch.device) -> KeepMasks:
@@ -220,7 +270,8 @@ class ColumnSmoothing(PatchSmoother):
     use 0.2 or 0.3); ``None``: one vote for the argmax class. ``mean`` / ``std`` normalize x
     per channel before the ``[x, 1 - x]`` encoding. ``batch_size`` bounds the ablated images
     per forward. ``autocast`` (torch.bfloat16 / torch.float16) runs the base model in reduced
-    precision: that changes the base classifier, and so the certificates.
+    precision: that changes the base classifier, and so the certificates. ``memory_format``:
+    the layout the fused kernel writes the ablated batch in (see :class:`BaseSmoother`).
     """
 
     axis = "column"
@@ -252,9 +303,10 @@ class RowSmoothing(ColumnSmoothing):
         batch_size: int = 1000,
         backend: str = "auto",
         autocast: torch.dtype | None = None,
+        memory_format: MemoryFormat = "auto",
         transposed: bool = False,
     ) -> None:
-        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast)
+        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast, memory_format)
         if not isinstance(transposed, bool):
             raise TypeError(f"transposed must be a bool, got {transposed!r}")
         self.transposed = transposed
@@ -295,9 +347,10 @@ class MultiBandSmoothing(PatchSmoother):
         batch_size: int = 1000,
         backend: str = "auto",
         autocast: torch.dtype | None = None,
+        memory_format: MemoryFormat = "auto",
         axis: str = "column",
     ) -> None:
-        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast)
+        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast, memory_format)
         if axis not in ("column", "row"):
             raise ValueError(f"axis must be 'column' or 'row', got {axis!r}")
         self.keep = _check_positive(keep, "keep")
@@ -337,8 +390,9 @@ class MultiBlockSmoothing(PatchSmoother):
         batch_size: int = 1000,
         backend: str = "auto",
         autocast: torch.dtype | None = None,
+        memory_format: MemoryFormat = "auto",
     ) -> None:
-        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast)
+        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast, memory_format)
         self.keep = _check_positive(keep, "keep")
 
     def _tiles(self, height: int, width: int) -> int:
@@ -376,12 +430,13 @@ class RandomizedBandSmoothing(_AblationSmoother):
         batch_size: int = 1000,
         backend: str = "auto",
         autocast: torch.dtype | None = None,
+        memory_format: MemoryFormat = "auto",
         axis: str = "column",
         n0: int = 1000,
         n: int = 10000,
         alpha: float = 0.05,
     ) -> None:
-        super().__init__(model, num_classes, size, None, mean, std, batch_size, backend, autocast)
+        super().__init__(model, num_classes, size, None, mean, std, batch_size, backend, autocast, memory_format)
         if axis not in ("column", "row"):
             raise ValueError(f"axis must be 'column' or 'row', got {axis!r}")
         self.axis = axis

@@ -52,10 +52,11 @@ struct KeepMasks {
 };
 
 // Flat offset of output element (image b, ablation p, channel ch, h, w) in the image-major
-// (B * P, 2C, H, W) batch.
+// (B * P, 2C, H, W) batch, stored NCHW or channels-last (NHWC in memory).
 FS_HOST_DEVICE int64_t ablated_offset(int64_t b, int64_t p, int64_t ch, int64_t h, int64_t w,
-                                      int64_t P, int64_t C, int64_t H, int64_t W) {
-  return (((b * P + p) * 2 * C + ch) * H + h) * W + w;
+                                      int64_t P, int64_t C, int64_t H, int64_t W, bool channels_last) {
+  const int64_t n = b * P + p;
+  return channels_last ? ((n * H + h) * W + w) * 2 * C + ch : ((n * 2 * C + ch) * H + h) * W + w;
 }
 
 }  // namespace fastsmooth

@@ -26,7 +26,8 @@ void ablate_out_cuda(const at::Tensor& x_in, const at::Tensor& rows, const at::T
                                   masks,
                                   x.size(0),
                                   x.size(1),
-                                  cuda::dtype_code(x.scalar_type(), "fastsmooth::ablate")};
+                                  cuda::dtype_code(x.scalar_type(), "fastsmooth::ablate"),
+                                  is_channels_last_output(out)};
   const cudaError_t err = cuda::launch_ablate(launch, c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "fastsmooth::ablate: CUDA launch failed: ", cudaGetErrorString(err));
 }

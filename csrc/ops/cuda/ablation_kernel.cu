@@ -1,6 +1,7 @@
 // CUDA kernel of fastsmooth::ablate: one thread per input element, which it reads once and
 // encodes once, then writes its 2 * P outputs. Consecutive threads hold consecutive columns,
-// so every store of a warp is coalesced.
+// so every store of a warp is coalesced (for an NCHW output; channels-last spaces them 2C
+// elements apart).
 #include <algorithm>
 
 #include "convert.cuh"
@@ -14,7 +15,7 @@ template <typename scalar_t>
 __global__ void ablate_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ out,
                               const typename Convert<scalar_t>::acc_t* __restrict__ mean,
                               const typename Convert<scalar_t>::acc_t* __restrict__ std, KeepMasks masks, int64_t B,
-                              int64_t C) {
+                              int64_t C, bool channels_last) {
   using acc_t = typename Convert<scalar_t>::acc_t;
   const int64_t H = masks.H, W = masks.W, P = masks.P;
   const int64_t total = B * C * H * W;
@@ -25,8 +26,8 @@ __global__ void ablate_kernel(const scalar_t* __restrict__ x, scalar_t* __restri
     const scalar_t zero = Convert<scalar_t>::store(acc_t(0));
     for (int64_t p = 0; p < P; ++p) {
       const bool keep = masks.kept(b, p, h, w);
-      out[ablated_offset(b, p, c, h, w, P, C, H, W)] = keep ? v : zero;
-      out[ablated_offset(b, p, C + c, h, w, P, C, H, W)] = keep ? k : zero;
+      out[ablated_offset(b, p, c, h, w, P, C, H, W, channels_last)] = keep ? v : zero;
+      out[ablated_offset(b, p, C + c, h, w, P, C, H, W, channels_last)] = keep ? k : zero;
     }
   }
 }
@@ -40,7 +41,7 @@ cudaError_t launch_typed(const AblateLaunch& a, cudaStream_t stream) {
   const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, int64_t(1) << 20);
   ablate_kernel<scalar_t><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
       static_cast<const scalar_t*>(a.x), static_cast<scalar_t*>(a.out), static_cast<const acc_t*>(a.mean),
-      static_cast<const acc_t*>(a.std), a.masks, a.B, a.C);
+      static_cast<const acc_t*>(a.std), a.masks, a.B, a.C, a.channels_last);
   return cudaGetLastError();
 }
 

@@ -14,12 +14,13 @@ enum class DType : int { Float32 = 0, Float64 = 1, Float16 = 2, BFloat16 = 3 };
 
 struct AblateLaunch {
   const void* x;     // [B, C, H, W], contiguous, of `dtype`
-  void* out;         // [B * P, 2C, H, W]
+  void* out;         // [B * P, 2C, H, W], NCHW or channels-last in memory
   const void* mean;  // [C] of the accumulation type (double for Float64, else float) or nullptr
   const void* std;   // [C] or nullptr
   KeepMasks masks;   // device pointers
   int64_t B, C;
   DType dtype;
+  bool channels_last;
 };
 
 cudaError_t launch_ablate(const AblateLaunch& args, cudaStream_t stream);

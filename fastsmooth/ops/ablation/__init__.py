@@ -7,11 +7,12 @@ All of them run one fused kernel (see masks.py for how ablations are described t
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
+from fastsmooth._backend import resolve_backend
 from fastsmooth._validation import check_images, check_index_tensor, check_int, check_out, check_stats
 from fastsmooth.ops._dispatch import dispatch
 from fastsmooth.ops.ablation import masks as _masks
@@ -54,11 +55,15 @@ def ablate_with_masks(
     out: torch.Tensor | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """Run the fused ablation kernel for an explicit mask description (see ``masks.KeepMasks``)."""
+    """Run the fused ablation kernel for an explicit mask description (see ``masks.KeepMasks``).
+
+    ``out`` may be contiguous or channels-last contiguous (``torch.empty(...,
+    memory_format=torch.channels_last)``): every backend writes either layout directly, and
+    convolutions on the CPU run faster on channels-last inputs."""
     check_images(x)
     B, C, H, W = x.shape
     mean_t, std_t = check_stats(mean, std, x)
-    check_out(out, (B * masks.count, 2 * C, H, W), x)
+    check_out(out, (B * masks.count, 2 * C, H, W), x, channels_last_ok=True)
     return ablate_checked(x, masks.to(x.device), mean_t, std_t, out=out, backend=backend)
 
 
@@ -75,6 +80,12 @@ def ablate_checked(
     from ``check_stats`` and masks on x's device. For loops that check once per call rather
     than once per chunk (a value check of device tensors would synchronize with the GPU)."""
     return dispatch(_IMPLS, backend, x, masks, mean, std, out=out)
+
+
+def ablation_kernel(backend: str, device: torch.device) -> Callable[..., torch.Tensor]:
+    """``ablate_checked``'s implementation for ``backend`` on ``device``, resolved once: for
+    loops that run the op per chunk of a batch, ``kernel(x, masks, mean, std, out=out)``."""
+    return _IMPLS[resolve_backend(backend, device)]
 
 
 def _axis(axis: str) -> str:

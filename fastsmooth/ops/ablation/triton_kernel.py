@@ -2,6 +2,7 @@
 
 One program owns a [BLOCK_H, W] tile of one input channel: it loads and encodes the tile
 once, then writes it, masked, into each of the P ablations (value and complement channels).
+Stores go through the output's strides, so an NCHW and a channels-last ``out`` both work.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def _to_output(v, dtype: tl.constexpr):
 def _ablate_kernel(
     x_ptr, out_ptr, rows_ptr, cols_ptr, tiles_ptr, mean_ptr, std_ptr,
     C, H, W, P, per_image, TH, TW, tile_h, tile_w,
+    out_sn, out_sc, out_sh, out_sw,
     NORMALIZE: tl.constexpr, HAS_TILES: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
@@ -61,9 +63,9 @@ def _ablate_kernel(
             t_ok = (th[:, None] < TH) & (tw[None, :] < TW) & inside
             t = tl.load(tiles_ptr + (slot * TH + th[:, None]) * TW + tw[None, :], mask=t_ok, other=0)
             keep = keep & (t != 0)
-        base = (b * P + p) * 2 * C + c
-        tl.store(out_ptr + base * H * W + pixel, tl.where(keep, value, zero), mask=inside)
-        tl.store(out_ptr + (base + C) * H * W + pixel, tl.where(keep, complement, zero), mask=inside)
+        at = (b * P + p) * out_sn + c * out_sc + hs[:, None] * out_sh + ws[None, :] * out_sw
+        tl.store(out_ptr + at, tl.where(keep, value, zero), mask=inside)
+        tl.store(out_ptr + at + C * out_sc, tl.where(keep, complement, zero), mask=inside)
 
 
 def ablate_triton(
@@ -89,6 +91,7 @@ def ablate_triton(
         x, out, masks.rows, masks.cols, tiles,
         mean if mean is not None else x, std if std is not None else x,
         C, H, W, P, int(masks.rows.shape[0] != 1), TH, TW, masks.tile_h, masks.tile_w,
+        *out.stride(),
         NORMALIZE=mean is not None, HAS_TILES=masks.tiles is not None,
         ACC_DTYPE=tl.float64 if x.dtype == torch.float64 else tl.float32,
         BLOCK_H=block_h, BLOCK_W=block_w,
