@@ -171,7 +171,7 @@ class _Tally:
         if self.held + len(logits) > len(self.buffer):
             self.flush()
         if len(logits) > len(self.buffer):  # larger than the whole buffer: count it directly
-            self.counts[images.start : images.stop] += self.votes(logits).view(len(images), per_image, -1).sum(1)
+            self._count(logits, list(images), [per_image] * len(images))
             return
         self.buffer[self.held : self.held + len(logits)].copy_(logits)
         self.held += len(logits)
@@ -180,11 +180,14 @@ class _Tally:
 
     def flush(self) -> None:
         if self.held:
-            image = torch.tensor(self.images).repeat_interleave(torch.tensor(self.rows))
-            self.counts.index_add_(0, image.to(self.counts.device), self.votes(self.buffer[: self.held]))
+            self._count(self.buffer[: self.held], self.images, self.rows)
         self.held = 0
         self.images.clear()
         self.rows.clear()
+
+    def _count(self, logits: torch.Tensor, images: list[int], rows: list[int]) -> None:
+        image = torch.tensor(images).repeat_interleave(torch.tensor(rows))
+        self.counts.index_add_(0, image.to(self.counts.device), self.votes(logits))
 
 
 def _slice(masks: KeepMasks, first: int, end: int) -> KeepMasks:

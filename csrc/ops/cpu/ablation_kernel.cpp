@@ -92,7 +92,7 @@ void ablate_images(const at::Tensor& x, const KeepMasks& masks, const std::optio
   const size_t row_bytes = static_cast<size_t>(row) * sizeof(bits_t);
   const bool streaming = out.nbytes() >= static_cast<size_t>(kStreamingStoreBytes);
   at::parallel_for(0, B * P, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, sample)), [&](int64_t begin, int64_t end) {
-    std::vector<bits_t> keep(channels_last ? 2 * row : plane), col_words(row);
+    std::vector<bits_t> keep(channels_last ? row : plane), col_words(row);
     std::optional<StreamingWriter> writer;
     if (streaming) writer.emplace(std::max<size_t>(16384, channels_last ? row_bytes : plane_bytes));
     auto target = [&](bits_t* dst, size_t bytes) {

@@ -14,7 +14,6 @@ import torch
 
 from fastsmooth._backend import resolve_backend
 from fastsmooth._validation import check_images, check_index_tensor, check_int, check_out, check_stats
-from fastsmooth.ops._dispatch import dispatch
 from fastsmooth.ops.ablation import masks as _masks
 from fastsmooth.ops.ablation.masks import KeepMasks, all_combinations
 from fastsmooth.ops.ablation.native import ablate_native
@@ -64,27 +63,15 @@ def ablate_with_masks(
     B, C, H, W = x.shape
     mean_t, std_t = check_stats(mean, std, x)
     check_out(out, (B * masks.count, 2 * C, H, W), x, channels_last_ok=True)
-    return ablate_checked(x, masks.to(x.device), mean_t, std_t, out=out, backend=backend)
-
-
-def ablate_checked(
-    x: torch.Tensor,
-    masks: KeepMasks,
-    mean: torch.Tensor | None,
-    std: torch.Tensor | None,
-    *,
-    out: torch.Tensor | None = None,
-    backend: str = "auto",
-) -> torch.Tensor:
-    """``ablate_with_masks`` for arguments already checked: x from ``check_images``, mean/std
-    from ``check_stats`` and masks on x's device. For loops that check once per call rather
-    than once per chunk (a value check of device tensors would synchronize with the GPU)."""
-    return dispatch(_IMPLS, backend, x, masks, mean, std, out=out)
+    return ablation_kernel(backend, x.device)(x, masks.to(x.device), mean_t, std_t, out=out)
 
 
 def ablation_kernel(backend: str, device: torch.device) -> Callable[..., torch.Tensor]:
-    """``ablate_checked``'s implementation for ``backend`` on ``device``, resolved once: for
-    loops that run the op per chunk of a batch, ``kernel(x, masks, mean, std, out=out)``."""
+    """The implementation ``ablate_with_masks`` runs for ``backend`` on ``device``, without its
+    argument checks: ``kernel(x, masks, mean, std, out=out)`` with x from ``check_images``,
+    mean / std from ``check_stats`` and masks on x's device. For loops that resolve and check
+    once per call rather than once per chunk (a value check of device tensors would
+    synchronize with the GPU)."""
     return _IMPLS[resolve_backend(backend, device)]
 
 
