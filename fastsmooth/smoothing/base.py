@@ -21,7 +21,7 @@ def auto_memory_format(
     """The layout ``memory_format="auto"`` feeds ``model`` its (N, *shape) inputs in.
 
     Channels-last on the CPU for a model with 2-D convolutions: oneDNN convolves channels-last
-    batches 12-22% faster (ResNet-18 / WRN / ResNet-110, measured on the project's 2-core CPU;
+    batches 9-21% faster (ResNet-18 / WRN / ResNet-110, measured on the project's 2-core CPU;
     see README). The first such call runs the model (in its current train / eval mode) once
     on a one-image channels-last batch of zeros: a model whose forward rejects that layout
     (``.view`` of a channels-last activation) keeps NCHW. Elsewhere NCHW (GPUs were not
