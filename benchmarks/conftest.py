@@ -53,6 +53,7 @@ def run(
     primary: bool = False,
     warmup: bool = True,
     interleaved: dict | None = None,
+    lockstep=None,
     **info,
 ) -> object:
     """Time ``fn`` (after one untimed warm-up call unless ``warmup=False``) over ``rounds`` rounds,
@@ -62,12 +63,20 @@ def run(
     ``interleaved`` maps other roles to functions timed in the same rounds: on a machine whose
     speed drifts (shared cores) only interleaved rounds give trustworthy ratios. The order is
     a palindrome, ``others, fn | fn, reversed others | others, fn | ...``, so that a steady
-    drift weighs on every role alike. Their medians go to ``extra_info["interleaved"]``.
+    drift weighs on every role alike. Their medians go to ``extra_info["interleaved"]``, their
+    round times to ``extra_info["rounds"]``.
+
+    ``lockstep`` (a :class:`lockstep.Lockstep` whose model every role calls): within each round
+    the roles take turns at every forward pass of the base network, and each role's time is
+    the sum of its turns (for rows whose calls last many seconds; see benchmarks/lockstep.py).
     """
     benchmark.group = group
     benchmark.extra_info.update(role=role, primary=primary, machine=machine(), **info)
     others = list((interleaved or {}).items())
     times: dict[str, list[float]] = {name: [] for name, _ in others}
+    if lockstep is not None:
+        benchmark.extra_info["timing"] = "lockstep"
+        return _run_lockstep(benchmark, fn, role, rounds, warmup, dict(others), times, lockstep)
 
     def timed(roles) -> None:
         for name, other in roles:
@@ -94,8 +103,40 @@ def run(
     if others and calls[0] % 2 == 0:
         timed(reversed(others))
     if others and all(times.values()):
-        benchmark.extra_info["interleaved"] = {k: statistics.median(v) for k, v in times.items()}
+        _record(benchmark, times)
     return result
+
+
+def _run_lockstep(benchmark, fn, role: str, rounds: int, warmup: bool, others: dict, times: dict, lockstep) -> None:
+    """``run`` with the roles of each round in lockstep. pytest-benchmark reads the primary role's
+    time from a clock that advances by that role's turns only (its ``timer``, as set by
+    ``--benchmark-timer``); the other roles' times are recorded as in ``run``."""
+    turns = [0.0]
+
+    def lockstep_turns() -> float:  # the name pytest-benchmark records as the timer
+        return turns[0]
+
+    def one_round() -> None:
+        seconds = lockstep.run({role: fn, **others})
+        turns[0] += seconds.pop(role)
+        for name, value in seconds.items():
+            times[name].append(value)
+
+    if warmup:
+        one_round()
+        for value in times.values():
+            value.clear()
+    if not hasattr(benchmark, "_timer"):
+        raise RuntimeError("this pytest-benchmark has no BenchmarkFixture._timer: lockstep rows cannot be timed")
+    benchmark._timer = lockstep_turns
+    benchmark.pedantic(one_round, rounds=rounds, iterations=1, warmup_rounds=0)
+    _record(benchmark, times)
+
+
+def _record(benchmark, times: dict[str, list[float]]) -> None:
+    """The other roles' medians, and every role's round times (the primary's from its stats)."""
+    benchmark.extra_info["interleaved"] = {k: statistics.median(v) for k, v in times.items()}
+    benchmark.extra_info["rounds"] = {benchmark.extra_info["role"]: list(benchmark.stats.stats.data), **times}
 
 
 def medians(bench) -> dict[str, float]:

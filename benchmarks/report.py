@@ -46,6 +46,7 @@ def rows(data: dict) -> list[dict]:
                 "seconds": median,
                 "reused": reused,
                 "kind": "copy" if "copy floor" in roles else "certify",
+                "lockstep": info.get("timing") == "lockstep",
                 "per_image": median / images if images else None,
                 "vs_floor": median / floor if floor else None,
                 "reused_vs_floor": reused / floor if reused and floor else None,
@@ -64,7 +65,7 @@ def markdown(table: list[dict], machine: str) -> str:
     lines = [
         f"Measured on: {machine}. Medians of one `pytest benchmarks --benchmark-only` run; every ratio",
         "compares figures from that same run (in the certification rows, rounds of the three roles",
-        "were interleaved).",
+        "were interleaved; in rows marked *lockstep*, the roles took turns at every forward pass).",
         "",
         "**Certification** (floor: the base network alone on pre-built inputs, same count, same batch size):",
         "",
@@ -73,7 +74,7 @@ def markdown(table: list[dict], machine: str) -> str:
     ]
     for r in (r for r in table if r["kind"] == "certify" and r["images"] is not None):
         lines.append(
-            f"| {r['group']} | {_f(r['images'], 'd')} | {r['seconds']:.4g} | {_f(r['per_image'], '.4g')} "
+            f"| {r['group']}{' (*lockstep*)' if r['lockstep'] else ''} | {_f(r['images'], 'd')} | {r['seconds']:.4g} | {_f(r['per_image'], '.4g')} "
             f"| {_f(r['vs_floor'], '.3f')} | {_f(r['naive_over'], '.2f')} |"
         )
     lines += [

@@ -9,6 +9,11 @@ round:
    fastsmooth.smoothing.base.auto_memory_format), so that the floor is the network's own cost
    in that layout and the ratio is what the engine adds.
 
+Rows whose calls last many seconds (block smoothing on CIFAR-10: 1024 forwards at batch 1;
+column smoothing on ImageNet) run their roles in lockstep on the CPU, taking turns at every
+forward pass (benchmarks/lockstep.py): whole-call rounds of 15-20 s each move by up to 30% on
+a shared VM.
+
 Defaults are sized for a small CPU (a few images, reduced sample counts, the DSSN / uniform
 rows on WRN-16-2 instead of WRN-40-2); FASTSMOOTH_BENCH_PAPER=1 selects the papers' sizes and
 networks for a GPU machine. The ImageNet column row (ResNet-50 at 299 x 299, 299 forwards
@@ -26,6 +31,7 @@ import torch
 
 import fastsmooth
 from conftest import quick, run, sync
+from lockstep import Lockstep
 from naive_patch import naive_block_certify, naive_column_certify
 from naive_randomized import naive_dssn_certify, naive_l0_certify, naive_uniform_certify
 from cohen_naive import NaiveSmooth
@@ -53,6 +59,9 @@ class Row:
     naive: Callable  # (model, x) -> result
     rounds: int = 3
     warmup: bool = True  # one untimed call of each role first (off for rows of minutes)
+    # On the CPU, roles take turns at every forward pass (benchmarks/lockstep.py): for rows
+    # whose calls last so long that whole-call rounds cannot resolve a few percent here.
+    lockstep: bool = False
 
 
 def _wrn() -> torch.nn.Module:
@@ -65,7 +74,7 @@ RS_N0, RS_N = (100, 100000) if PAPER else (100, 1000)
 UNI_N0, UNI_N = (64, 100000) if PAPER else (64, 1000)
 
 
-def _patch_row(method, data, net, net_name, shape, images, batch, size, m, rounds=3, warmup=True):
+def _patch_row(method, data, net, net_name, shape, images, batch, size, m, rounds=3, warmup=True, lockstep=False):
     H, W = shape[1], shape[2]
     column = method == "column"
     smoother_cls = fastsmooth.ColumnSmoothing if column else fastsmooth.BlockSmoothing
@@ -78,6 +87,7 @@ def _patch_row(method, data, net, net_name, shape, images, batch, size, m, round
         lambda model, x: naive(model, x, size, m, 10 if data != "ImageNet" else 1000, THETA),
         rounds,
         warmup,
+        lockstep,
     )
 
 
@@ -99,8 +109,8 @@ ROWS = [
     _patch_row("column", "MNIST", lambda: build("mnist_cnn"), "MNIST CNN", (1, 28, 28), 56, 56, 2, 5, rounds=8),
     _patch_row("block", "MNIST", lambda: build("mnist_cnn"), "MNIST CNN", (1, 28, 28), 16 if not PAPER else 100, 16 if not PAPER else 100, 10, 5, rounds=4),
     _patch_row("column", "CIFAR-10", lambda: build("cifar_resnet18"), "ResNet-18", (3, 32, 32), 4 if not PAPER else 100, 4 if not PAPER else 100, 4, 5, rounds=6),
-    _patch_row("block", "CIFAR-10", lambda: build("cifar_resnet18"), "ResNet-18", (3, 32, 32), 1 if not PAPER else 16, 1 if not PAPER else 16, 12, 5, rounds=4, warmup=False),
-    _patch_row("column", "ImageNet", lambda: build("imagenet_resnet50_6ch"), "ResNet-50", (3, 299, 299), 1, 1, 25, 42, rounds=1),
+    _patch_row("block", "CIFAR-10", lambda: build("cifar_resnet18"), "ResNet-18", (3, 32, 32), 1 if not PAPER else 16, 1 if not PAPER else 16, 12, 5, rounds=4, warmup=False, lockstep=True),
+    _patch_row("column", "ImageNet", lambda: build("imagenet_resnet50_6ch"), "ResNet-50", (3, 299, 299), 1, 1, 25, 42, rounds=1, lockstep=True),
     _dssn_row(0.25, 110),
     _dssn_row(1.0, 128),
     _dssn_row(3.5, 128),
@@ -136,19 +146,22 @@ def test_paper_row(benchmark, row: Row):
     if row.data == "ImageNet" and not IMAGENET:
         pytest.skip("ImageNet at 299 x 299 takes minutes per role on a CPU: set FASTSMOOTH_BENCH_IMAGENET=1")
     torch.manual_seed(0)
-    model = row.net().to(DEVICE).eval()
+    network = row.net().to(DEVICE).eval()
+    stepper = Lockstep(network, sync) if row.lockstep and DEVICE.type == "cpu" else None
+    model = stepper.model if stepper else network  # what every role calls
     x = torch.rand(row.images, *row.shape, device=DEVICE)
     inputs = torch.rand(row.batch, row.in_channels, *row.shape[1:], device=DEVICE)
+    # (the probe of "auto" runs here, outside the timed rounds)
     inputs = inputs.contiguous(memory_format=auto_memory_format(model, DEVICE, inputs.shape[1:], inputs.dtype))
     info = dict(images=row.images, batch=row.batch, forwards=row.images * row.forwards_per_image, device=str(DEVICE),
                 layout="channels-last" if not inputs.is_contiguous() else "NCHW")
     # The three roles run in turn within every round, in palindromic order (naive, floor,
     # fastsmooth | fastsmooth, floor, naive | ...), so a drift of the machine's speed affects
-    # them alike.
+    # them alike; in lockstep rows they take turns at every forward pass instead.
     others = {
         "naive": lambda: (row.naive(model, x), sync()),
         "floor": lambda: floor(model, inputs, row.images * row.forwards_per_image),
     }
     run(benchmark, lambda: (row.fastsmooth(model, x), sync()), group=f"{row.method}, {row.data}, {row.net_name}",
         role="fastsmooth", rounds=row.rounds, primary=True, warmup=row.warmup and row.rounds > 1,
-        interleaved=others, **info)
+        interleaved=others, lockstep=stepper, **info)

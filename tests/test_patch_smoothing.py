@@ -246,6 +246,47 @@ def test_counts_do_not_depend_on_when_votes_are_counted(monkeypatch, held, batch
             assert torch.equal(smoother.counts(x), loop_counts(kind, model, x, s, keep, threshold, 5)), (kind, threshold)
 
 
+@pytest.mark.parametrize("forwards_per_write", [1, 2, 3, 1000])  # 1000: every forward in one kernel call
+@pytest.mark.parametrize("batch_size", [4, 20])
+def test_writing_several_forwards_per_kernel_call_changes_neither_counts_nor_batches(
+    monkeypatch, forwards_per_write, batch_size
+):
+    import fastsmooth.smoothing.patch as patch_module
+
+    x = torch.rand(3, 2, 7, 9)
+    monkeypatch.setattr(patch_module, "_WRITE_BYTES", forwards_per_write * batch_size * 2 * x[0].numel() * 4)
+    calls = []
+    resolve = patch_module.ablation_kernel
+
+    def counting_kernel(backend, device):
+        kernel = resolve(backend, device)
+        return lambda *args, **kwargs: (calls.append(1), kernel(*args, **kwargs))[1]
+
+    monkeypatch.setattr(patch_module, "ablation_kernel", counting_kernel)
+    model = tiny_net(2, 5, seed=int(torch.randint(1 << 30, ())))
+    seen = []
+    recorder = nn.Sequential(model)
+    recorder.register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0].shape[0]))
+    for kind, s, keep in SMALL:
+        smoother = make(kind, recorder, 5, s, keep, 0.25, batch_size=batch_size, memory_format=torch.contiguous_format)
+        total = smoother.masks(7, 9, x.device).count
+        seen.clear(), calls.clear()
+        assert torch.equal(smoother.counts(x), loop_counts(kind, model, x, s, keep, 0.25, 5)), kind
+        if total <= batch_size:  # whole images per forward
+            per = batch_size // total
+            want = [min(per, 3 - i) * total for i in range(0, 3, per)]
+        else:
+            want = [min(batch_size, total - a) for _ in range(3) for a in range(0, total, batch_size)]
+        assert seen == want, kind  # the forwards the model gets are those of one write per forward
+        per_image = 1 if total <= batch_size else math.ceil(total / batch_size)
+        writes = math.ceil(len(want) / forwards_per_write) if total <= batch_size else 3 * math.ceil(per_image / forwards_per_write)
+        assert len(calls) == writes, (kind, len(calls), writes)
+    band = RandomizedBandSmoothing(recorder, 5, 3, batch_size=batch_size)
+    got = band.counts(x, 50, generator=torch.Generator().manual_seed(7))
+    monkeypatch.setattr(patch_module, "_WRITE_BYTES", 1)
+    assert torch.equal(got, band.counts(x, 50, generator=torch.Generator().manual_seed(7)))
+
+
 class ReusedOutput(nn.Module):
     """Writes every batch's logits into one persistent tensor (as a CUDA-graph replay does)."""
 

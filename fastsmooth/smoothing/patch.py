@@ -4,10 +4,11 @@ Each smoother runs the base model on every structured ablation of an image (sema
 counts the votes and certifies the prediction against m x m adversarial patches.
 
 How the work is batched (the engine should cost little beside the base model's forwards):
-ablated images are written by the fused ablation kernel straight into one reused buffer of at
-most ``batch_size`` images; several images share a forward when all their ablations fit,
-otherwise one image's ablations are split in chunks; votes are counted on the model's device
-and read back once per call.
+ablated images are written by the fused ablation kernel straight into one reused buffer;
+several images share a forward when all their ablations fit, otherwise one image's ablations
+are split in chunks of ``batch_size``. The buffer holds one forward's batch, or several when
+they are small (up to ``_WRITE_BYTES``: one kernel call for many forwards of a few images).
+Votes are counted on the model's device and read back once per call.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ Stats = Sequence[float] | torch.Tensor | None
 # masks_for(first_image, end_image, first_ablation, end_ablation) -> the masks of that block
 MaskSource = Callable[[int, int, int, int], KeepMasks]
 _PENDING_LOGITS = 1 << 22  # logits (floats) held before their votes are counted
+_WRITE_BYTES = 1 << 20  # ablated images one kernel call writes, when forwards are smaller
 
 __all__ = [
     "PatchSmoother",
@@ -121,11 +123,14 @@ class _AblationSmoother(BaseSmoother):
         return torch.nn.functional.one_hot(logits.argmax(dim=1), self.num_classes)
 
     def _accumulate(self, x: torch.Tensor, total: int, masks_for: MaskSource) -> torch.Tensor:
-        """Counts [B, K] on x's device over ``total`` ablations per image, in chunks of <= batch_size.
+        """Counts [B, K] on x's device over ``total`` ablations per image, in forwards of <= batch_size.
 
-        Logits are kept and counted a few megabytes at a time rather than after every forward:
-        with small networks and batches, the handful of tiny ops per chunk is otherwise a
-        measurable share of the time (softmax and argmax are per row, so the votes are the same).
+        Small forwards are written several at a time: one kernel call fills up to
+        ``_WRITE_BYTES`` of ablated images, then the model gets views of it, ``batch_size`` at
+        a time (at batch sizes of a few images, the per-call cost of the kernel and of slicing
+        the masks is otherwise a measurable share of a forward). Logits are kept and counted a
+        few megabytes at a time rather than after every forward, for the same reason (softmax
+        and argmax are per row, so the votes are the same).
         """
         B = x.shape[0]
         counts = torch.zeros(B, self.num_classes, dtype=torch.int64, device=x.device)
@@ -133,20 +138,33 @@ class _AblationSmoother(BaseSmoother):
         kernel = ablation_kernel(self.backend, x.device)
         memory_format = self.input_format((2 * x.shape[1], *x.shape[2:]), x.dtype, x.device)
         tally = _Tally(counts, self._votes, B * total)
+        ablated_bytes = 2 * x[0].numel() * x.element_size()
+        forwards_per_write = max(1, _WRITE_BYTES // (self.batch_size * ablated_bytes))
 
-        def run(lo: int, hi: int, first: int, end: int) -> None:
+        def write_and_run(lo: int, hi: int, first: int, end: int, rows_per_forward: int) -> None:
+            """Ablations first .. end - 1 of images lo .. hi - 1 (image-major), then their forwards."""
             masks = masks_for(lo, hi, first, end)
             out = self._out((hi - lo) * masks.count, x, memory_format)
             kernel(x[lo:hi], masks, mean, std, out=out)
-            tally.add(self.logits(out, memory_format), range(lo, hi), masks.count)
+            rows = out.shape[0]
+            for start in range(0, rows, rows_per_forward):
+                stop = min(rows, start + rows_per_forward)
+                logits = self.logits(out[start:stop], memory_format)
+                if hi - lo == 1:  # a chunk of one image's ablations
+                    tally.add(logits, range(lo, hi), stop - start)
+                else:  # whole images
+                    tally.add(logits, range(lo + start // masks.count, lo + stop // masks.count), masks.count)
 
         if total <= self.batch_size:  # several whole images per forward
-            for chunk in self.chunks(B, total):
-                run(chunk.start, chunk.stop, 0, total)
+            per_forward = self.batch_size // total
+            per_write = per_forward * forwards_per_write
+            for lo in range(0, B, per_write):
+                write_and_run(lo, min(B, lo + per_write), 0, total, per_forward * total)
         else:  # one image at a time, its ablations in chunks
+            per_write = self.batch_size * forwards_per_write
             for b in range(B):
-                for ablations in self.chunks(total):
-                    run(b, b + 1, ablations.start, ablations.stop)
+                for first in range(0, total, per_write):
+                    write_and_run(b, b + 1, first, min(total, first + per_write), self.batch_size)
         tally.flush()
         return counts
 
@@ -168,13 +186,14 @@ class _Tally:
         self.rows: list[int] = []  # ...and its number of rows
 
     def add(self, logits: torch.Tensor, images: range, per_image: int) -> None:
-        if self.held + len(logits) > len(self.buffer):
+        rows, room = logits.shape[0], self.buffer.shape[0]  # (not len(): a Python-level call per forward)
+        if self.held + rows > room:
             self.flush()
-        if len(logits) > len(self.buffer):  # larger than the whole buffer: count it directly
+        if rows > room:  # larger than the whole buffer: count it directly
             self._count(logits, list(images), [per_image] * len(images))
             return
-        self.buffer[self.held : self.held + len(logits)].copy_(logits)
-        self.held += len(logits)
+        self.buffer[self.held : self.held + rows].copy_(logits)
+        self.held += rows
         self.images.extend(images)
         self.rows.extend([per_image] * len(images))
 
