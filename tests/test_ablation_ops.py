@@ -99,6 +99,9 @@ def op_cases(H, W):
         ("multi-bands", lambda x, b, **k: ops.ablate_multi_bands(x, 2 if W >= 4 else 1, 2, backend=b, **k)),
         ("multi-bands subset", lambda x, b, **k: ops.ablate_multi_bands(x, 1, 2, [[0, W - 1]], backend=b, **k)),
         ("multi-blocks", lambda x, b, **k: ops.ablate_multi_blocks(x, 2, 2, backend=b, **k)),
+        # one ablation per call (P = 1) takes the CPU kernel's single-pass path
+        ("multi-blocks subset", lambda x, b, **k: ops.ablate_multi_blocks(
+            x, 2, 2, [[0, (H // 2) * (W // 2) - 1]], backend=b, **k)),
     ]
     return cases
 
@@ -162,6 +165,8 @@ def test_channels_last_out_matches_reference(backend, shape, dtype):
         ("columns", (100, 3, 32, 32), torch.float32, lambda x, **k: ops.ablate_bands(x, 4, **k)),
         ("rows", (130, 2, 33, 31), torch.float16, lambda x, **k: ops.ablate_bands(x, 5, axis="row", **k)),
         ("multi-blocks", (7, 3, 64, 62), torch.float32, lambda x, **k: ops.ablate_multi_blocks(x, 8, 1, **k)),
+        # one ablation per image (P = 1): the single-pass path, a corner block that wraps
+        ("one block", (400, 3, 65, 63), torch.float32, lambda x, **k: ops.ablate_blocks(x, 9, [[60, 58]], **k)),
     ],
     ids=lambda c: c[0],
 )
