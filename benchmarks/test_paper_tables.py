@@ -122,7 +122,7 @@ ROWS = [
     Row(f"l0 ablation (k=75, n0={L0_N0}, n={L0_N})", "CIFAR-10", lambda: build("cifar_resnet18"), "ResNet-18", (3, 32, 32), 1,
         100, L0_N0 + L0_N, 6,
         lambda model, x: fastsmooth.RandomizedAblation(model, 10, 75, batch_size=100).certify(x, L0_N0, L0_N, 0.05),
-        lambda model, x: naive_l0_certify(model, x, 75, L0_N0, L0_N, 0.05, 100, 10), rounds=1),
+        lambda model, x: naive_l0_certify(model, x, 75, L0_N0, L0_N, 0.05, 100, 10), rounds=3),
     Row(f"Gaussian (sigma=0.25, n0={RS_N0}, n={RS_N})", "CIFAR-10", lambda: build("cohen_cifar_resnet110"), "ResNet-110",
         (3, 32, 32), 1, 100, RS_N0 + RS_N, 3,
         lambda model, x: fastsmooth.Smooth(model, 10, 0.25).certify(x[0], RS_N0, RS_N, 0.001, 100),
