@@ -11,13 +11,14 @@ How: each role runs in a thread of its own, but only one runs at a time. A turn 
 the scheduler resumes the role and ends when the role's next forward pass has run: the
 forward pass itself runs on the scheduler's (main) thread, so that one OpenMP team does all
 the network's work, as without lockstep. Turns go round in a palindrome (A B C, C B A, ...).
-The hand-over between threads (a few microseconds per turn) counts to every role alike.
+The hand-over between threads (about 0.1 ms per turn on the project's VM) counts to every
+role alike.
 
 A role's own work between forward passes runs on one thread: each role thread sets its own
 OpenMP thread count to 1 (a per-thread setting: the network's team keeps every thread), so
 that no role starts a team of its own whose threads would contend with the network's. That
-is conservative for fastsmooth, whose vote counting uses every thread outside lockstep; it
-matters only for rows with little work between forwards, the rows that need lockstep. ``run``
+can only slow fastsmooth down (its kernels and vote counting use every thread outside
+lockstep), and little: the rows timed this way do little work between forwards. ``run``
 checks after every turn that no thread was started and raises otherwise.
 """
 from __future__ import annotations
