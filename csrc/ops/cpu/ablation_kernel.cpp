@@ -47,6 +47,22 @@ void and_bytes(void* dst, const void* a, const void* b, size_t n) {
 
 constexpr int64_t kGrain = int64_t(1) << 18;
 
+// An encoded value as the output dtype's bits (the words the keep masks are ANDed with).
+template <typename scalar_t, typename bits_t, typename acc_t>
+bits_t to_bits(acc_t value) {
+  const scalar_t v = static_cast<scalar_t>(value);
+  bits_t out;
+  std::memcpy(&out, &v, sizeof(bits_t));
+  return out;
+}
+
+// Where `bytes` of output for `dst` are written: straight there, or into the streaming
+// writer's staging buffer when the output goes out through streaming stores (stream.h).
+template <typename bits_t>
+bits_t* staged(std::optional<StreamingWriter>& writer, bits_t* dst, size_t bytes) {
+  return writer ? static_cast<bits_t*>(writer->reserve(dst, bytes)) : dst;
+}
+
 // The keep words of one ablation, image row by image row: all-ones / all-zeros words in the
 // output's row layout ([W], or [W, 2C] for channels-last). One per thread.
 template <typename bits_t>
@@ -88,12 +104,6 @@ void ablate_once_each(const scalar_t* xp, const KeepMasks& masks, const acc_t* m
   const int64_t H = masks.H, W = masks.W, plane = H * W, sample = 2 * C * plane;
   const int64_t row = channels_last ? W * 2 * C : W, rows_per_image = channels_last ? H : 2 * C * H;
   const size_t row_bytes = static_cast<size_t>(row) * sizeof(bits_t);
-  auto bits = [](acc_t value) {
-    const scalar_t v = static_cast<scalar_t>(value);
-    bits_t out;
-    std::memcpy(&out, &v, sizeof(bits_t));
-    return out;
-  };
   at::parallel_for(0, B * rows_per_image, std::max<int64_t>(1, kGrain / row), [&](int64_t begin, int64_t end) {
     KeepRows<bits_t> keep(masks, C, channels_last);
     std::optional<StreamingWriter> writer;
@@ -104,7 +114,7 @@ void ablate_once_each(const scalar_t* xp, const KeepMasks& masks, const acc_t* m
       if (b != selected) keep.select(b, 0), selected = b;
       // NCHW: unit r is row h of channel r / H; channels-last: image row r = h, all channels.
       bits_t* out_row = op + b * sample + (channels_last ? h * row : (r / H) * plane + h * W);
-      bits_t* d = writer ? static_cast<bits_t*>(writer->reserve(out_row, row_bytes)) : out_row;
+      bits_t* d = staged(writer, out_row, row_bytes);
       if (keep.dropped(h)) {
         std::memset(d, 0, row_bytes);
         continue;
@@ -117,8 +127,8 @@ void ablate_once_each(const scalar_t* xp, const KeepMasks& masks, const acc_t* m
           for (int64_t w = 0; w < W; ++w) {
             const EncodedPair<acc_t> e = encode_element<acc_t>(static_cast<acc_t>(xr[w]), mp, sp, c);
             const int64_t j = w * 2 * C + c;
-            d[j] = bits(e.value) & k[j];
-            d[j + C] = bits(e.complement) & k[j + C];
+            d[j] = to_bits<scalar_t, bits_t>(e.value) & k[j];
+            d[j + C] = to_bits<scalar_t, bits_t>(e.complement) & k[j + C];
           }
         }
       } else {
@@ -126,7 +136,7 @@ void ablate_once_each(const scalar_t* xp, const KeepMasks& masks, const acc_t* m
         const scalar_t* xr = x_img + c * plane;
         for (int64_t w = 0; w < W; ++w) {
           const EncodedPair<acc_t> e = encode_element<acc_t>(static_cast<acc_t>(xr[w]), mp, sp, c);
-          d[w] = bits(ch < C ? e.value : e.complement) & k[w];
+          d[w] = to_bits<scalar_t, bits_t>(ch < C ? e.value : e.complement) & k[w];
         }
       }
     }
@@ -164,11 +174,9 @@ void ablate_images(const at::Tensor& x, const KeepMasks& masks, const std::optio
       bits_t* e_img = encoded.get() + b * sample;
       for (int64_t i = 0; i < plane; ++i) {
         const EncodedPair<acc_t> e = encode_element<acc_t>(static_cast<acc_t>(xr[i]), mp, sp, c);
-        const scalar_t v = static_cast<scalar_t>(e.value), k = static_cast<scalar_t>(e.complement);
         const int64_t at_v = channels_last ? i * 2 * C + c : c * plane + i;
-        const int64_t at_k = channels_last ? at_v + C : at_v + C * plane;
-        std::memcpy(&e_img[at_v], &v, sizeof(bits_t));
-        std::memcpy(&e_img[at_k], &k, sizeof(bits_t));
+        e_img[at_v] = to_bits<scalar_t, bits_t>(e.value);
+        e_img[channels_last ? at_v + C : at_v + C * plane] = to_bits<scalar_t, bits_t>(e.complement);
       }
     }
   });
@@ -188,9 +196,6 @@ void ablate_images(const at::Tensor& x, const KeepMasks& masks, const std::optio
     std::vector<bits_t> keep_plane(channels_last ? 0 : plane);
     std::optional<StreamingWriter> writer;
     if (streaming) writer.emplace(std::max<size_t>(16384, channels_last ? row_bytes : plane_bytes));
-    auto target = [&](bits_t* dst, size_t bytes) {
-      return writer ? static_cast<bits_t*>(writer->reserve(dst, bytes)) : dst;
-    };
     for (int64_t bp = begin; bp < end; ++bp) {
       const int64_t b = bp / P, p = bp % P;
       keep_rows.select(b, p);
@@ -198,7 +203,7 @@ void ablate_images(const at::Tensor& x, const KeepMasks& masks, const std::optio
       bits_t* dst = op + bp * sample;
       if (channels_last) {
         for (int64_t h = 0; h < H; ++h) {
-          bits_t* d = target(dst + h * row, row_bytes);
+          bits_t* d = staged(writer, dst + h * row, row_bytes);
           if (keep_rows.dropped(h))
             std::memset(d, 0, row_bytes);
           else
@@ -213,7 +218,7 @@ void ablate_images(const at::Tensor& x, const KeepMasks& masks, const std::optio
             std::memcpy(k_row, keep_rows.kept(h), row_bytes);
         }
         for (int64_t ch = 0; ch < 2 * C; ++ch)
-          and_bytes(target(dst + ch * plane, plane_bytes), src + ch * plane, keep_plane.data(), plane_bytes);
+          and_bytes(staged(writer, dst + ch * plane, plane_bytes), src + ch * plane, keep_plane.data(), plane_bytes);
       }
     }
   });
