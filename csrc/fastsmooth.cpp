@@ -11,6 +11,8 @@
 #include <chrono>
 #include <thread>
 
+#include "launch_plans.h"
+
 TORCH_LIBRARY(fastsmooth, m) {
   // Each op family adds its schemas with TORCH_LIBRARY_FRAGMENT in csrc/ops/<family>.cpp.
 }
@@ -33,6 +35,9 @@ static PyObject* parallel_threads(PyObject*, PyObject*) {
 
 static PyMethodDef fastsmooth_methods[] = {
     {"parallel_threads", parallel_threads, METH_NOARGS, "Threads that at::parallel_for uses in fastsmooth's CPU kernels."},
+    {"cuda_launch_plan", fastsmooth::cuda_launch_plan, METH_VARARGS,
+     "cuda_launch_plan(kernel, *sizes) -> dict(grid=(x, y, z), block, chunk, work): the launch the CUDA kernel "
+     "gets for these sizes (computed on the host, available in every build). fastsmooth.ops.launch_plans wraps it."},
     {nullptr, nullptr, 0, nullptr}};
 
 static struct PyModuleDef fastsmooth_module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, fastsmooth_methods};

@@ -1,12 +1,11 @@
 // CUDA kernels of the l1 splitting ops.
 //
 // dssn_split: a thread owns one input element, which it reads once with its offset v, and
-// writes its split value for a group of kGroup evaluations (blockIdx.y picks the group, so a
-// single image still fills the GPU). Consecutive threads hold consecutive elements: every
+// writes its split value for a group of evaluations (blockIdx.y picks the group, so a single
+// image still fills the GPU; plan_dssn_split in common/launch_plan.h sizes the groups). Consecutive threads hold consecutive elements: every
 // store of a warp is coalesced. Arithmetic goes through the _rn intrinsics of common/dssn.h
 // (no FMA contraction), so results equal the CPU kernel and the reference bit for bit.
-#include <algorithm>
-
+#include "../common/launch_plan.h"
 #include "convert.cuh"
 #include "dssn_launchers.h"
 
@@ -14,15 +13,12 @@ namespace fastsmooth {
 namespace cuda {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int64_t kGroup = 16;
-
 template <typename scalar_t>
 __global__ void dssn_split_kernel(const scalar_t* __restrict__ x, const int16_t* __restrict__ tmpl,
                                   const int64_t* __restrict__ ks, scalar_t* __restrict__ out, int64_t B, int64_t d,
-                                  int64_t K, bool per_image, int32_t L, SplitParams p) {
+                                  int64_t K, bool per_image, int32_t L, SplitParams p, int64_t group) {
   const int64_t total = B * d;
-  const int64_t j0 = int64_t(blockIdx.y) * kGroup, j1 = j0 + kGroup < K ? j0 + kGroup : K;
+  const int64_t j0 = int64_t(blockIdx.y) * group, j1 = j0 + group < K ? j0 + group : K;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t b = i / d, e = i % d;
     const float xv = Convert<scalar_t>::load(x[i]);
@@ -59,24 +55,21 @@ __global__ void noise_kernel(const scalar_t* __restrict__ x, scalar_t* __restric
 
 template <typename scalar_t>
 cudaError_t dssn_typed(const DssnLaunch& a, cudaStream_t stream) {
-  const int64_t total = a.B * a.d;
-  if (total == 0 || a.K == 0) return cudaSuccess;
-  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 16);
-  const int64_t groups = (a.K + kGroup - 1) / kGroup;
-  if (groups > 65535) return cudaErrorInvalidConfiguration;  // K <= 1M evaluations per call
-  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(groups));
-  dssn_split_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(static_cast<const scalar_t*>(a.x), a.tmpl, a.ks,
-                                                             static_cast<scalar_t*>(a.out), a.B, a.d, a.K, a.per_image,
-                                                             a.levels, a.params);
+  const LaunchPlan plan = plan_dssn_split(a.B, a.d, a.K);
+  if (plan.work == 0) return cudaSuccess;
+  const dim3 grid(static_cast<unsigned>(plan.grid_x), static_cast<unsigned>(plan.grid_y));
+  dssn_split_kernel<scalar_t><<<grid, static_cast<unsigned>(plan.block), 0, stream>>>(
+      static_cast<const scalar_t*>(a.x), a.tmpl, a.ks, static_cast<scalar_t*>(a.out), a.B, a.d, a.K, a.per_image,
+      a.levels, a.params, plan.chunk);
   return cudaGetLastError();
 }
 
 template <typename scalar_t>
 cudaError_t noise_typed(const NoiseLaunch& a, cudaStream_t stream) {
   const int64_t total_groups = a.B * a.n * ((a.d + 3) / 4);
-  if (total_groups == 0) return cudaSuccess;
-  const int64_t blocks = std::min<int64_t>((total_groups + kThreads - 1) / kThreads, int64_t(1) << 20);
-  noise_kernel<scalar_t><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+  const LaunchPlan plan = plan_noise(a.B, a.d, a.n);
+  if (plan.work == 0) return cudaSuccess;
+  noise_kernel<scalar_t><<<static_cast<unsigned>(plan.grid_x), static_cast<unsigned>(plan.block), 0, stream>>>(
       static_cast<const scalar_t*>(a.x), static_cast<scalar_t*>(a.out), a.d, a.n, total_groups, a.seed, a.lam,
       a.params, a.ssn);
   return cudaGetLastError();

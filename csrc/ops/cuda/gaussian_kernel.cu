@@ -2,8 +2,7 @@
 // It runs one Philox call, two Box-Muller transforms, and reads / writes its four elements;
 // consecutive threads hold consecutive quads, so a warp's loads and stores cover one
 // contiguous span of 128 elements.
-#include <algorithm>
-
+#include "../common/launch_plan.h"
 #include "convert.cuh"
 #include "gaussian_launchers.h"
 
@@ -33,11 +32,9 @@ __global__ void gaussian_noise_kernel(const scalar_t* __restrict__ x, scalar_t* 
 template <typename scalar_t>
 cudaError_t launch_typed(const GaussianLaunch& a, cudaStream_t stream) {
   using acc_t = typename Convert<scalar_t>::acc_t;
-  const int64_t total = a.grid.count * a.grid.Q;
-  if (total == 0) return cudaSuccess;
-  const int threads = 256;
-  const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, int64_t(1) << 20);
-  gaussian_noise_kernel<scalar_t><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
+  const LaunchPlan plan = plan_quads(a.grid.count * a.grid.Q);
+  if (plan.work == 0) return cudaSuccess;
+  gaussian_noise_kernel<scalar_t><<<static_cast<unsigned>(plan.grid_x), static_cast<unsigned>(plan.block), 0, stream>>>(
       static_cast<const scalar_t*>(a.x), static_cast<scalar_t*>(a.out), static_cast<acc_t>(a.sigma), a.grid);
   return cudaGetLastError();
 }

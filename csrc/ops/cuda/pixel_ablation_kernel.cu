@@ -1,4 +1,6 @@
-// CUDA kernel of fastsmooth::ablate_pixels: one thread block per output sample.
+// CUDA kernel of fastsmooth::ablate_pixels: one thread block per output sample, of 256
+// threads, or 1024 when the samples are too few to fill the GPU otherwise (plan_ablate_pixels
+// in common/launch_plan.h).
 //
 // The block finds the keep-th smallest of the sample's d pixel keys by most significant digit
 // first radix selection (8-bit digits, each pass a 256-bin shared-memory histogram of the keys
@@ -10,6 +12,7 @@
 #include <algorithm>
 
 #include "../common/ablation.h"
+#include "../common/launch_plan.h"
 #include "../common/pixel_ablation.h"
 #include "convert.cuh"
 #include "pixel_ablation_launchers.h"
@@ -18,7 +21,6 @@ namespace fastsmooth {
 namespace cuda {
 namespace {
 
-constexpr int kThreads = 256;
 constexpr int64_t kCachedPixels = 4096;  // 32 KiB of keys
 
 struct SampleKeys {
@@ -147,11 +149,12 @@ template <typename scalar_t>
 cudaError_t launch_typed(const AblatePixelsLaunch& a, cudaStream_t stream) {
   using acc_t = typename Convert<scalar_t>::acc_t;
   const int64_t samples = a.B * a.n;
-  if (samples == 0 || a.C == 0 || a.d == 0) return cudaSuccess;
-  if (samples > int64_t(0x7FFFFFFF)) return cudaErrorInvalidConfiguration;
+  const LaunchPlan plan = plan_ablate_pixels(samples, a.C, a.d);
+  if (plan.work == 0) return cudaSuccess;
+  if (samples > kMaxGridX) return cudaErrorInvalidConfiguration;
   const bool cache = a.d <= kCachedPixels && a.keep > 0 && a.keep < a.d;
   const size_t smem = cache ? size_t(a.d) * sizeof(uint64_t) : 0;
-  ablate_pixels_kernel<scalar_t><<<static_cast<unsigned>(samples), kThreads, smem, stream>>>(
+  ablate_pixels_kernel<scalar_t><<<static_cast<unsigned>(plan.grid_x), static_cast<unsigned>(plan.block), smem, stream>>>(
       static_cast<const scalar_t*>(a.x), static_cast<scalar_t*>(a.out), static_cast<const acc_t*>(a.mean),
       static_cast<const acc_t*>(a.std), a.seed, a.C, a.d, a.n, a.keep, a.shared, pixel_index_bits(a.d), cache);
   return cudaGetLastError();

@@ -1,7 +1,8 @@
 """Triton kernel of the fused Gaussian-noise op (beside its reference in reference.py).
 
 One program owns BLOCK consecutive (sample, quad) pairs of the output, a quad being four
-consecutive elements of a sample, so small images fill whole blocks. One ``tl.philox`` call per
+consecutive elements of a sample, so small images fill whole blocks
+(``launch_plans.triton_gaussian_noise``: 256 quads and 4 warps, 8 outputs per lane). One ``tl.philox`` call per
 quad gives the four words of two Box-Muller pairs; the [BLOCK, 4] tile is stored contiguously.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import triton.language as tl
 from fastsmooth.ops._philox_triton import uniform_open0, uniform_open1
 from fastsmooth.ops.ablation.triton_kernel import _to_output
 from fastsmooth.ops.gaussian.reference import STREAM
+from fastsmooth.ops.launch_plans import triton_gaussian_noise
 
 
 @triton.jit
@@ -73,12 +75,12 @@ def gaussian_noise_triton(
     D = C * H * W
     Q = math.ceil(D / 4)
     total = count * Q
-    block = min(1024, triton.next_power_of_2(total))
+    plan = triton_gaussian_noise(count, D)
     # sigma travels as a one-element tensor of the accumulation dtype so float64 images keep a double sigma.
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     sigma_t = torch.tensor([sigma], dtype=acc, device=x.device)
-    _gaussian_noise_kernel[(triton.cdiv(total, block),)](
+    _gaussian_noise_kernel[plan.grid](
         x, out, sigma_t, seed, D, Q, n, start, total,
-        STREAM_ID=STREAM, ACC_DTYPE=tl.float64 if x.dtype == torch.float64 else tl.float32, BLOCK=block,
+        STREAM_ID=STREAM, ACC_DTYPE=tl.float64 if x.dtype == torch.float64 else tl.float32, **plan.meta,
     )
     return out

@@ -1,6 +1,7 @@
 """Triton kernel of l0 pixel ablation (beside its reference in reference.py).
 
-One program owns one output sample. It finds the keep-th smallest pixel key by a most
+One program owns one output sample (its num_warps grow when the samples are few:
+``launch_plans.triton_ablate_pixels``). It finds the keep-th smallest pixel key by a most
 significant digit first radix selection (4-bit digits, each pass a 16-bin histogram of the
 keys that share the digits chosen so far, until the chosen bin holds one key), then writes the
 encoded image under the mask ``key <= threshold``. Keys are recomputed from Philox in every pass rather than stored,
@@ -13,9 +14,8 @@ import triton
 import triton.language as tl
 
 from fastsmooth.ops.ablation.triton_kernel import _to_output
+from fastsmooth.ops.launch_plans import triton_ablate_pixels
 from fastsmooth.ops.pixel_ablation.reference import TAG, index_bits
-
-_MAX_BLOCK = 1024
 
 
 @triton.jit
@@ -135,12 +135,13 @@ def ablate_pixels_triton(
         out = torch.empty(B * n, 2 * C, H, W, dtype=x.dtype, device=x.device)
     if out.numel() == 0:
         return out
-    block = min(triton.next_power_of_2(d), _MAX_BLOCK)
-    _ablate_pixels_kernel[(B * n,)](
+    plan = triton_ablate_pixels(B * n, C, d)
+    block = plan.meta["BLOCK"]
+    _ablate_pixels_kernel[plan.grid](
         x, out, mean if mean is not None else x, std if std is not None else x, seed,
         C, d, n, keep,
         SHARED=shared, NORMALIZE=mean is not None,
         ACC_DTYPE=tl.float64 if x.dtype == torch.float64 else tl.float32,
-        IDX_BITS=index_bits(d), BLOCK=block, ONE_BLOCK=d <= block,
+        IDX_BITS=index_bits(d), ONE_BLOCK=d <= block, **plan.meta,
     )
     return out

@@ -13,6 +13,7 @@ import triton.language as tl
 
 from fastsmooth.ops.ablation.triton_kernel import _to_output
 from fastsmooth.ops._philox_triton import uniform_open1
+from fastsmooth.ops.launch_plans import triton_dssn_split, triton_noise
 from fastsmooth.ops.splitting.reference import SSN_STREAM, UNIFORM_STREAM
 
 
@@ -64,13 +65,12 @@ def dssn_split_triton(
     if out.numel() == 0:
         return out
     d = C * H * W
-    block = min(1024, triton.next_power_of_2(d))
-    k_block = 16
-    chunks = triton.cdiv(d, block)
+    plan = triton_dssn_split(B, d, K)
+    chunks = triton.cdiv(d, plan.meta["BLOCK"])
     step = np.float32(levels) / np.float32(q)
-    _dssn_kernel[(B * chunks, triton.cdiv(K, k_block))](
+    _dssn_kernel[plan.grid](
         x, template, offsets, out, d, K, chunks, int(offsets.shape[0] != 1), levels, _f32(levels), _f32(q), float(step),
-        GENERAL=general, BLOCK=block, K_BLOCK=k_block, enable_fp_fusion=False,
+        GENERAL=general, enable_fp_fusion=False, **plan.meta,
     )
     return out
 
@@ -106,11 +106,11 @@ def _noise_triton(x: torch.Tensor, lam: float, n: int, seed: int, ssn: bool) -> 
     if out.numel() == 0:
         return out
     d = C * H * W
-    block = min(1024, triton.next_power_of_2(d))
-    _noise_kernel[(B * n, triton.cdiv(d, block))](
+    plan = triton_noise(B, d, n)
+    _noise_kernel[plan.grid](
         x, out, seed, d, n, _f32(2.0 * lam), _f32(lam),
-        STREAM=SSN_STREAM if ssn else UNIFORM_STREAM, SSN=ssn, GENERAL=not lam >= 0.5, BLOCK=block,
-        enable_fp_fusion=False,
+        STREAM=SSN_STREAM if ssn else UNIFORM_STREAM, SSN=ssn, GENERAL=not lam >= 0.5,
+        enable_fp_fusion=False, **plan.meta,
     )
     return out
 
