@@ -51,7 +51,7 @@ def free_huge_blocks() -> int:
     return blocks
 
 
-VMSTAT = ("compact_stall", "compact_fail", "thp_fault_alloc", "thp_fault_fallback")
+VMSTAT = ("compact_stall", "compact_fail", "allocstall_normal", "allocstall_movable", "thp_fault_alloc", "thp_fault_fallback")
 
 
 def vmstat() -> dict[str, int]:
