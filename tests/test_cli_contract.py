@@ -193,7 +193,7 @@ def test_corrupted_checkpoint_and_unreadable_data_file(files, tmp_path):
 
 def test_friction(files, tmp_path):
     """Item 12: --max 0 printed a table of nan; `fastsmooth info | head -1` ended in a traceback."""
-    user_error(certify(files, "column", tmp_path / "r.tsv", "--max", "0"), "certify", "max must be >= 1, got 0")
+    user_error(certify(files, "column", tmp_path / "r.tsv", "--max", "0"), "certify", "max must be a positive integer, got 0")
     done = subprocess.run(f"{sys.executable} -m fastsmooth info | head -1", shell=True, capture_output=True, text=True,
                           env=ENV, timeout=240)
     assert done.stdout.startswith("fastsmooth ") and "Traceback" not in done.stderr and "Error" not in done.stderr
