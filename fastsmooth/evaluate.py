@@ -2,30 +2,41 @@
 
 One TSV row per image: ``idx  label  predict  <certificate_name>  correct  time`` (the layout
 of Cohen et al.'s ``certify.py``, with the certificate column named by the smoother:
-``patch_size`` or ``radius``; ``time`` in seconds). Images are certified in batches for speed,
-and the time of a batch is shared equally by its images. An interrupted run resumes from the
-file: finished indices are neither loaded nor recomputed, and the final file is the same as an
-uninterrupted run's (up to the timings, and the randomness of randomized smoothers).
+``patch_size`` or ``radius``; ``time`` in seconds), under a run fingerprint line (see
+:mod:`fastsmooth.results`). Images are certified in batches for speed, and the time of a
+batch is shared equally by its images. An interrupted run resumes from the file: finished
+indices are neither loaded nor recomputed, and the final file holds the same rows as an
+uninterrupted run's (up to the timings). A file of another run (any difference in the
+fingerprint) is refused, never mixed.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
+from fastsmooth._validation import check_example, check_int, check_real
+from fastsmooth.results import (
+    Results,
+    ResultsError,
+    Row,
+    check_rows,
+    columns_for,
+    open_for_run,
+    read_results,
+    smoother_fingerprint,
+)
 from fastsmooth.smoothing.base import Certified
 
-__all__ = ["evaluate", "EvaluationSummary", "Row", "read_results"]
-
-COLUMNS = ("idx", "label", "predict", "{certificate}", "correct", "time")
+__all__ = ["evaluate", "EvaluationSummary", "Row", "Results", "ResultsError", "read_results", "run_fingerprint"]
 
 
 class Evaluable(Protocol):
@@ -35,29 +46,12 @@ class Evaluable(Protocol):
 
 
 @dataclasses.dataclass(frozen=True)
-class Row:
-    """One image's result, as written to the TSV."""
-
-    index: int
-    label: int
-    prediction: int
-    certificate: float
-    correct: bool
-    seconds: float
-
-    def line(self) -> str:
-        return (
-            f"{self.index}\t{self.label}\t{self.prediction}\t{self.certificate:.10g}\t"
-            f"{int(self.correct)}\t{self.seconds:.6f}\n"
-        )
-
-
-@dataclasses.dataclass(frozen=True)
 class EvaluationSummary:
-    """Totals over every row of the run (resumed rows included).
+    """Totals over exactly the images the run asks for, each once (resumed rows included).
 
     clean_accuracy: fraction with prediction == label. certified_accuracy[t]: fraction with
-    prediction == label and certificate >= t (an abstention, prediction -1, is never correct).
+    prediction == label and certificate >= t (an abstention, prediction -1, is never correct:
+    labels are checked to lie in [0, num_classes)).
     """
 
     count: int
@@ -65,106 +59,90 @@ class EvaluationSummary:
     certified_accuracy: dict[float, float]
     seconds_per_image: float
     rows: tuple[Row, ...]
+    fingerprint: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def _header(certificate_name: str) -> str:
-    return "\t".join(c.format(certificate=certificate_name) for c in COLUMNS) + "\n"
+def _map_style(data: Any) -> bool:
+    return isinstance(data, Dataset) and not isinstance(data, IterableDataset) and hasattr(data, "__len__")
 
 
-def read_results(path: str | os.PathLike[str]) -> list[Row]:
-    """The complete rows of a results file (a trailing partial line, from a crash, is ignored)."""
-    text = Path(path).read_text()
-    lines = text.split("\n")[1:]  # the header is checked by evaluate
-    if not text.endswith("\n"):
-        lines = lines[:-1]
-    rows = []
-    for number, line in enumerate(lines, start=2):
-        if not line:
-            continue
-        fields = line.split("\t")
-        if len(fields) != len(COLUMNS):
-            raise ValueError(f"output {str(path)!r} line {number} has {len(fields)} fields, expected {len(COLUMNS)}: {line!r}")
-        idx, label, pred, cert, correct, seconds = fields
-        rows.append(Row(int(idx), int(label), int(pred), float(cert), correct == "1", float(seconds)))
-    return rows
-
-
-def _open_output(path: Path, header: str, resume: bool) -> tuple[list[Row], Any]:
-    """Finished rows and an append handle; a partial last line is cut off before appending."""
-    if resume and path.exists() and path.stat().st_size > 0:
-        text = path.read_text()
-        if not text.startswith(header):
-            found = text.split("\n", 1)[0]
-            raise ValueError(f"output {str(path)!r} has header {found!r}, expected {header.strip()!r}; not resuming")
-        rows = read_results(path)
-        if not text.endswith("\n"):  # interrupted mid-line
-            with path.open("r+") as f:
-                f.truncate(text.rfind("\n") + 1)
-        return rows, path.open("a")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = path.open("w")
-    handle.write(header)
-    handle.flush()
-    return [], handle
-
-
-def _label(y: Any) -> int:
-    return int(y.item()) if isinstance(y, torch.Tensor) else int(y)
-
-
-def _examples(data: Any, wanted: Any) -> Iterator[tuple[int, torch.Tensor, int]]:
-    """(index, image [C, H, W], label) for every image whose index ``wanted(index)`` accepts.
+def _examples(data: Any, wanted: Callable[[int], bool | None]) -> Iterator[tuple[int, Any, Any]]:
+    """(index, image, label) as the data gives them, for every index ``wanted(index)`` accepts.
 
     A map-style Dataset is indexed directly, so skipped and finished images are not even
-    loaded. Anything else is iterated: items are (image, label) or (images [B, C, H, W],
-    labels [B]) batches, as a DataLoader yields.
+    loaded. Anything else is iterated: items are (image [C, H, W], label) pairs or
+    (images [B, C, H, W], labels [B]) batches, as a DataLoader yields; a batch is told from a
+    pair by its labels (a sequence, not one number), so [B, H, W] grayscale batches are not
+    taken for one image of B channels.
     """
-    if isinstance(data, Dataset) and not isinstance(data, IterableDataset) and hasattr(data, "__len__"):
+    if _map_style(data):
         for index in range(len(data)):
-            if wanted(index) is None:
+            verdict = wanted(index)
+            if verdict is None:
                 return
-            if wanted(index):
+            if verdict:
                 x, y = data[index][:2]
-                yield index, torch.as_tensor(x), _label(y)
+                yield index, x, y
         return
     index = 0
     for item in data:
         x, y = item[0], item[1]
-        x = torch.as_tensor(x)
-        if x.dim() == 4:
+        batched = (isinstance(y, torch.Tensor) and y.dim() == 1) or isinstance(y, (list, tuple))
+        if batched:
+            x = torch.as_tensor(x)
             labels = y.tolist() if isinstance(y, torch.Tensor) else list(y)
-            pairs = zip(x, labels, strict=True)
-        elif x.dim() == 3:
-            pairs = [(x, y)]
+            if x.dim() != 4 or len(x) != len(labels):
+                raise ValueError(f"data batch starting at image {index}: expected images [B, C, H, W] and B labels, "
+                                 f"got images of shape {tuple(x.shape)} and {len(labels)} labels (grayscale images "
+                                 "[B, H, W]: add the channel axis)")
+            pairs = zip(x, labels)
         else:
-            raise ValueError(f"data must yield (image [C, H, W], label) or (images [B, C, H, W], labels), got shape {tuple(x.shape)}")
+            pairs = [(x, y)]
         for image, label in pairs:
             verdict = wanted(index)
             if verdict is None:
                 return
             if verdict:
-                yield index, image, _label(label)
+                yield index, image, label
             index += 1
 
 
-def _total(data: Any, wanted: Any) -> int | None:
-    """Number of images the run will certify, when the data set's length is known."""
-    if isinstance(data, DataLoader):
-        data = data.dataset
-    try:
-        length = len(data)
-    except TypeError:
-        return None
+def _selection(skip: int, max: int | None, length: int | None) -> Callable[[int], bool | None]:
+    """wanted(index): None past the end of the selection, else whether the run certifies it."""
+
+    def wanted(index: int) -> bool | None:
+        if (max is not None and index >= max) or (length is not None and index >= length):
+            return None
+        return index % skip == 0
+
+    return wanted
+
+
+def _data_fingerprint(
+    data: Any, wanted: Callable[[int], bool | None], num_classes: int | None
+) -> tuple[dict[str, Any], int | None]:
+    """(the data's part of the fingerprint, the number of selected images).
+
+    For a map-style data set every selected image and label is loaded, checked against the
+    input contract and hashed (sha256 of index, label, dtype, shape and bytes): a changed file,
+    another data set, or a changed selection gives another hash. Other iterables can be read
+    only once; they are checked as they come, and their hash is recorded as null.
+    """
+    if not _map_style(data):
+        return {"data_sha256": None, "data_kind": type(data).__name__}, None
+    digest = hashlib.sha256()
+    shape: list[tuple[int, ...]] = []
     count = 0
-    for index in range(length):
-        verdict = wanted(index)
-        if verdict is None:
-            break
-        count += bool(verdict)
-    return count
+    for index, x, y in _examples(data, wanted):
+        image, label = check_example(x, y, index, num_classes, shape)
+        t = image.detach().cpu().contiguous()
+        digest.update(f"{index}:{label}:{t.dtype}:{tuple(t.shape)}:".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        count += 1
+    return {"data_sha256": digest.hexdigest(), "data_kind": type(data).__name__}, count
 
 
-def _summary(rows: Sequence[Row], levels: Sequence[float]) -> EvaluationSummary:
+def _summary(rows: Sequence[Row], levels: Sequence[float], fingerprint: dict[str, Any]) -> EvaluationSummary:
     count = len(rows)
     correct = [r for r in rows if r.correct]
     certified = {float(t): (sum(r.certificate >= t for r in correct) / count if count else math.nan) for t in levels}
@@ -174,7 +152,46 @@ def _summary(rows: Sequence[Row], levels: Sequence[float]) -> EvaluationSummary:
         certified_accuracy=certified,
         seconds_per_image=sum(r.seconds for r in rows) / count if count else math.nan,
         rows=tuple(sorted(rows, key=lambda r: r.index)),
+        fingerprint=fingerprint,
     )
+
+
+def run_fingerprint(
+    smoother: Any,
+    *,
+    skip: int = 1,
+    max: int | None = None,  # noqa: A002
+    seed: int | None = None,
+    device: torch.device | str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What identifies a run apart from its data: the smoother (class, hyperparameters, model
+    hash), the certificate column, the selection, the seed, fastsmooth's version and the
+    backend its ops resolve to on ``device``; ``extra`` entries (the command line's method,
+    checkpoint hash, data path...) are added on top."""
+    from fastsmooth import __version__
+    from fastsmooth._backend import resolve_backend
+
+    device = torch.device(device) if device is not None else getattr(smoother, "device", torch.device("cpu"))
+    backend = getattr(smoother, "backend", None)
+    return {
+        **smoother_fingerprint(smoother),
+        "certificate": smoother.certificate_name,
+        "skip": skip,
+        "max": max,
+        "seed": seed,
+        "fastsmooth": __version__,
+        "backend": resolve_backend(backend, device) if isinstance(backend, str) else None,
+        "device": device.type,
+        **dict(extra or {}),
+    }
+
+
+def image_generator(seed: int, index: int) -> torch.Generator:
+    """The generator a seeded run certifies image ``index`` with: a function of (seed, index)
+    only, so rows do not depend on which images share a batch, or on resuming."""
+    digest = hashlib.sha256(f"fastsmooth-image:{seed}:{index}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 def evaluate(
@@ -188,54 +205,84 @@ def evaluate(
     device: torch.device | str | None = None,
     batch_images: int = 64,
     progress: bool = True,
+    *,
+    seed: int | None = None,
+    fingerprint: Mapping[str, Any] | None = None,
 ) -> EvaluationSummary:
     """Certify every image of ``data`` with ``smoother`` and summarize.
 
     data: a map-style Dataset of (image, label), any iterable of (image, label), or a
-    DataLoader (or iterable) of (images, labels) batches. Images are numbered in data order
-    from 0; as in the authors' scripts, only indices ``i % skip == 0`` and ``i < max`` are
-    certified. levels: the certificate levels (patch sizes or radii) reported in
-    ``certified_accuracy``. output: the TSV file, written row by row and flushed after each
-    batch; with ``resume`` an existing file is continued (its finished indices are skipped),
-    otherwise it is overwritten. device: where batches are sent (default: the smoother's
-    ``device``). batch_images: images per ``evaluate_batch`` call (the smoother bounds the
-    forward batch itself). Returns the summary over every row, resumed ones included.
+    DataLoader (or iterable) of (images, labels) batches. Images must follow the input
+    contract ([C, H, W], finite, in [0, 1], one shape for all; labels in [0, num_classes)):
+    a map-style data set is checked in full before anything is certified. Images are
+    numbered in data order from 0; as in the authors' scripts, only indices ``i % skip == 0``
+    and ``i < max`` are certified. levels: the certificate levels (patch sizes or radii)
+    reported in ``certified_accuracy``.
+
+    output: the results file (see :mod:`fastsmooth.results`), written row by row and flushed
+    after each batch, under the run's fingerprint (:func:`run_fingerprint` plus the data's
+    content hash). With ``resume`` an existing file is continued when its fingerprint equals
+    this run's (its finished indices are skipped) and refused, naming every difference,
+    when not; ``resume=False`` starts it anew. A resumed file must hold only images this
+    run selects, each once.
+
+    seed: for a randomized smoother (``smoother.randomized``), image i is certified with a
+    generator seeded from (seed, i) alone: the same seed gives the same rows whatever
+    ``batch_images``, and a resumed run the rows of an uninterrupted one. fingerprint: extra
+    entries recorded in (and compared with) the file's fingerprint. device: where batches
+    are sent (default: the smoother's ``device``). batch_images: images per
+    ``evaluate_batch`` call (the smoother bounds the forward batch itself).
+
+    Returns the summary over exactly the selected images (resumed rows included).
     """
     if not hasattr(smoother, "evaluate_batch") or not hasattr(smoother, "certificate_name"):
         raise TypeError(f"smoother must define evaluate_batch and certificate_name, got {type(smoother).__name__}")
-    for name, value in (("skip", skip), ("batch_images", batch_images)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if max is not None and (isinstance(max, bool) or not isinstance(max, int) or max < 0):
-        raise ValueError(f"max must be a non-negative integer or None, got {max!r}")
-    levels = [float(t) for t in levels]
+    skip = check_int(skip, "skip", 1)
+    batch_images = check_int(batch_images, "batch_images", 1)
+    if max is not None:
+        max = check_int(max, "max", 1)  # noqa: A001 - max=0 would select nothing: refused, not a table of NaN
+    if seed is not None:
+        seed = check_int(seed, "seed", 0, 2**63 - 1)
+    levels = [check_real(t, "levels entry") for t in levels]
     if device is None:
         device = getattr(smoother, "device", None)
+    num_classes = getattr(smoother, "num_classes", None)
 
-    header = _header(smoother.certificate_name)
+    length = len(data) if _map_style(data) else None
+    if length == 0:
+        raise ValueError("data holds no images")
+    selected = _selection(skip, max, length)
+    data_part, total = _data_fingerprint(data, selected, num_classes)
+    run = {**run_fingerprint(smoother, skip=skip, max=max, seed=seed, device=device, extra=fingerprint), **data_part}
+
     finished: list[Row] = []
     handle = None
     if output is not None:
-        finished, handle = _open_output(Path(output), header, resume)
+        finished, handle = open_for_run(output, run, columns_for(smoother.certificate_name), resume)
+        try:
+            check_rows(finished, lambda i: bool(selected(i)), output)
+        except ResultsError:
+            handle.close()
+            raise
     done = {r.index for r in finished}
 
     def wanted(index: int) -> bool | None:
-        """None: stop here; False: pass over; True: certify."""
-        if max is not None and index >= max:
-            return None
-        return index % skip == 0 and index not in done
+        verdict = selected(index)
+        return verdict if not verdict else index not in done
 
     rows = list(finished)
-    bar = tqdm(total=_total(data, wanted), disable=not progress, desc="certify", unit="img")
+    bar = tqdm(total=None if total is None else total - len(done), disable=not progress, desc="certify", unit="img")
+    shape: list[tuple[int, ...]] = []
     try:
         batch: list[tuple[int, torch.Tensor, int]] = []
         examples = _examples(data, wanted)
         while True:
             item = next(examples, None)
             if item is not None:
-                batch.append(item)
+                index, x, y = item
+                batch.append((index, *check_example(x, y, index, num_classes, shape)))
             if batch and (item is None or len(batch) == batch_images):
-                new = _certify_batch(smoother, batch, device)
+                new = _certify_batch(smoother, batch, device, seed)
                 rows.extend(new)
                 if handle is not None:
                     handle.write("".join(r.line() for r in new))
@@ -248,15 +295,25 @@ def evaluate(
         bar.close()
         if handle is not None:
             handle.close()
-    return _summary(rows, levels)
+    if not rows:
+        raise ValueError(f"the selection (skip={skip}, max={max}) holds no images of the data")
+    return _summary(rows, levels, run)
 
 
-def _certify_batch(smoother: Evaluable, batch: list[tuple[int, torch.Tensor, int]], device: Any) -> list[Row]:
+def _certify_batch(
+    smoother: Evaluable, batch: list[tuple[int, torch.Tensor, int]], device: Any, seed: int | None
+) -> list[Row]:
     x = torch.stack([image for _, image, _ in batch])
     if device is not None:
         x = x.to(device)
     start = time.perf_counter()
-    result = smoother.evaluate_batch(x)
+    if seed is not None and getattr(smoother, "randomized", False):
+        # one call per image, each with its own (seed, index) generator
+        parts = [smoother.evaluate_batch(x[i : i + 1], generator=image_generator(seed, index))  # type: ignore[call-arg]
+                 for i, (index, _, _) in enumerate(batch)]
+        result = Certified(torch.cat([p.prediction.cpu() for p in parts]), torch.cat([p.certificate.cpu() for p in parts]))
+    else:
+        result = smoother.evaluate_batch(x)
     prediction = result.prediction.tolist()  # reading back also waits for the device
     certificate = result.certificate.tolist()
     seconds = (time.perf_counter() - start) / len(batch)
