@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from fastsmooth.results import BASE_COLUMNS, MAGIC, Row, read_results
+
 __all__ = ["Run", "Report", "read_run", "report", "threat_model"]
 
-MAGIC = "# fastsmooth-run "
-_REQUIRED = ("idx", "label", "predict", "correct", "time")
 
 # method (CLI name or smoother class) -> the norm of its radius
 _RADIUS_NORMS = {
@@ -113,43 +113,62 @@ class Report:
 
 
 def read_run(path: str | os.PathLike[str], label: str | None = None) -> Run:
-    """Read one results file (with or without the fingerprint line); a trailing partial line is ignored."""
+    """Read one results file; a trailing partial line is ignored.
+
+    Files with the fingerprint line are read by :func:`fastsmooth.results.read_results`;
+    files of older versions (header first, no fingerprint) are read here, the same way.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"results file {str(path)!r} does not exist")
-    lines = path.read_text().split("\n")
-    lines = lines[:-1]  # after the last newline: "" or a partial row of an interrupted run
-    fingerprint: dict[str, Any] = {}
-    if lines and lines[0].startswith(MAGIC):
-        try:
-            fingerprint = json.loads(lines[0][len(MAGIC):])
-        except json.JSONDecodeError as err:
-            raise ValueError(f"results file {str(path)!r} line 1: the fingerprint is not valid JSON ({err})") from None
-        lines = lines[1:]
-    if not lines:
-        raise ValueError(f"results file {str(path)!r} has no column header")
-    names = lines[0].split("\t")
-    certificate = names[3] if len(names) > 3 else None
-    if certificate not in ("patch_size", "radius") or any(c not in names for c in _REQUIRED):
+    with path.open() as f:
+        first = f.readline()
+    if first.startswith(MAGIC):
+        results = read_results(path)
+        fingerprint, names, rows = results.fingerprint, results.columns, results.rows
+    else:
+        fingerprint, (names, rows) = {}, _read_unfingerprinted(path)
+    certificate = names[3]
+    if certificate not in ("patch_size", "radius"):
+        raise ValueError(f"results file {str(path)!r}: certificate column {certificate!r} is not patch_size or radius")
+    columns = {
+        "idx": np.array([r.index for r in rows], dtype=np.int64),
+        "label": np.array([r.label for r in rows], dtype=np.int64),
+        "predict": np.array([r.prediction for r in rows], dtype=np.int64),
+        certificate: np.array([r.certificate for r in rows], dtype=np.float64),
+        "correct": np.array([r.correct for r in rows], dtype=np.int64),
+        "time": np.array([r.seconds for r in rows], dtype=np.float64),
+    }
+    for k, name in enumerate(names[len(BASE_COLUMNS):]):  # e.g. forwards; text columns are not reported
+        columns[name] = np.array([_number(r.extra[k]) for r in rows], dtype=np.float64)
+    return Run(path, label or _default_label(path, fingerprint), certificate, fingerprint, columns)
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def _read_unfingerprinted(path: Path) -> tuple[list[str], list[Row]]:
+    """(column names, rows) of a results file without the fingerprint line (older versions)."""
+    lines = path.read_text().split("\n")[:-1]  # after the last newline: "" or an interrupted row
+    names = lines[0].split("\t") if lines else []
+    if len(names) < len(BASE_COLUMNS) or names[:3] != list(BASE_COLUMNS[:3]) or names[4:6] != list(BASE_COLUMNS[4:6]):
         raise ValueError(
-            f"results file {str(path)!r}: header {lines[0]!r} is not 'idx label predict <patch_size|radius> correct time ...'"
+            f"results file {str(path)!r}: header {lines[0] if lines else ''!r} is not "
+            "'idx label predict <patch_size|radius> correct time ...'"
         )
-    values: list[list[float]] = [[] for _ in names]
-    for number, line in enumerate(lines[1:], start=2 + bool(fingerprint)):  # file line numbers
-        if not line:
-            continue
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
         fields = line.split("\t")
         if len(fields) != len(names):
             raise ValueError(f"results file {str(path)!r} line {number}: {len(fields)} fields, expected {len(names)}")
-        for column, field in zip(values, fields):
-            try:
-                column.append(float(field))
-            except ValueError:
-                column.append(math.nan)  # a text column added by a later version: not reported
-    columns = {name: np.asarray(column, dtype=np.float64) for name, column in zip(names, values)}
-    for name in ("idx", "label", "predict", "correct"):
-        columns[name] = columns[name].astype(np.int64)
-    return Run(path, label or _default_label(path, fingerprint), certificate, fingerprint, columns)
+        idx, label, predict, certificate, correct, seconds = fields[:6]
+        rows.append(Row(int(idx), int(label), int(predict), float(certificate), correct == "1", float(seconds),
+                        tuple(fields[6:])))
+    return names, rows
 
 
 def _default_label(path: Path, fingerprint: dict[str, Any]) -> str:

@@ -136,3 +136,29 @@ def test_cli_report(tmp_path: Path, two_runs, capsys) -> None:
     for name in ("certified_accuracy.png", "certified_accuracy.svg", "table.md", "table.tex", "summary.md"):
         assert (out / name).stat().st_size > 0
     assert main(["report", str(tmp_path / "nope.tsv"), "-o", str(out)]) == 2
+
+
+def test_report_of_runs_written_by_evaluate(tmp_path: Path) -> None:
+    """Two runs as the demo writes them (evaluate, fingerprint line): the report's table equals
+    evaluate's own summary, and the curves are labelled from the fingerprints."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 10 * 10, 10))
+    with torch.no_grad():
+        model[1].weight.mul_(20)
+    x = torch.randint(0, 256, (24, 1, 10, 10)).float() / 255
+    data = TensorDataset(x, torch.randint(10, (24,)))
+    levels = (1, 2, 3)
+    summaries, paths = [], []
+    for name, threshold in (("theta", 0.3), ("top1", None)):
+        smoother = fastsmooth.ColumnSmoothing(model, num_classes=10, size=2, threshold=threshold)
+        paths.append(tmp_path / f"{name}.tsv")
+        summaries.append(fastsmooth.evaluate(smoother, data, levels=levels, output=paths[-1], progress=False))
+    result = fastsmooth.report(paths, levels=levels)
+    for row, summary in zip(result.table, summaries):
+        assert row["images"] == summary.count == 24
+        assert row["clean"] == pytest.approx(summary.clean_accuracy)
+        assert row["certified"] == pytest.approx(summary.certified_accuracy)
+    assert result.table[0]["label"].startswith("ColumnSmoothing (size=2, threshold=0.3")
