@@ -70,14 +70,17 @@ def test_counts_equal_arts(ablation, size, expected) -> None:
 
 
 def votes_through_arts_ablator(estimator: PyTorchDeRandomizedSmoothing, x: np.ndarray) -> np.ndarray:
-    """The votes ART's eval_and_certify sums for a column estimator: ART's ablator at every
-    position, the model, ``output >= threshold`` (no softmax when logits=False). (ART's
-    ``predict`` cannot be used here: with logits=False it adds boolean arrays, so its
-    "counts" saturate at 1.)"""
+    """The votes ART's eval_and_certify sums for a column estimator on x (already through its
+    preprocessing): ART's ablator at every position, the model, softmax (when logits=True),
+    ``>= threshold``. (ART's ``predict`` cannot serve here: with logits=False it adds boolean
+    arrays, so its "counts" saturate at 1; with preprocessing it normalizes the ablated,
+    encoded batch once more.)"""
     counts = np.zeros((len(x), CLASSES), dtype=np.int64)
     with torch.no_grad():
         for position in range(x.shape[-1]):
             outputs = estimator.model(estimator.ablator.forward(np.copy(x), column_pos=position))
+            if estimator.logits:
+                outputs = torch.nn.functional.softmax(outputs, dim=1)
             counts += (outputs >= estimator.threshold).numpy()
     return counts
 
@@ -118,12 +121,14 @@ def test_eval_and_certify_equals_art(ablation, size, delta, count, patches) -> N
 
 
 def test_preprocessing_is_the_estimators() -> None:
-    """ART normalizes x with its preprocessing before the [x, 1 - x] encoding; so does the adapter."""
+    """ART normalizes x with its preprocessing before the [x, 1 - x] encoding; the smoother
+    gets it as mean / std, applied in its kernel."""
     estimator = derandomized("column", 2, preprocessing=(0.25, 0.5))
-    plain = derandomized("column", 2)
+    smoother = fs_art.smoother(estimator)
+    assert smoother.mean == [0.25] and smoother.std == [0.5]
     x, y = images(8, seed=4)
-    normalized = (x - 0.25) / 0.5
-    counts = fs_art.smoother(plain).counts(torch.from_numpy(normalized))
+    counts = smoother.counts(torch.from_numpy(x))
+    np.testing.assert_array_equal(counts.numpy(), votes_through_arts_ablator(estimator, (x - 0.25) / 0.5))
     y[:4] = certify_counts(counts, 0)[0].numpy()[:4]
     ours = fs_art.eval_and_certify(estimator, x, y, size_to_certify=1, verbose=False)
     theirs = estimator.eval_and_certify(x, y, size_to_certify=1, verbose=False)
@@ -189,7 +194,7 @@ class Threshold(nn.Module):
 
 
 def test_gaussian_certificates_agree_with_art_statistically() -> None:
-    sigma, n0, n, alpha = 0.25, 100, 2000, 0.001
+    sigma, n0, n, alpha = 0.1, 100, 2000, 0.001  # images stay in [0, 1]
     # preprocessing (0.1, 2): the model sees z = (x - 0.1) / 2, so z > 0.2 iff x > 0.5
     estimator = PyTorchRandomizedSmoothing(
         model=Threshold(0.2), loss=nn.CrossEntropyLoss(), input_shape=(1, 1, 1), nb_classes=2,

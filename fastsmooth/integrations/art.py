@@ -13,14 +13,15 @@ Supported estimators:
 
 - ``PyTorchDeRandomizedSmoothing`` with ``algorithm="levine2020"`` (column, row and block
   ablation of ``ablation_size``, votes ``softmax >= threshold``, or ``output >= threshold``
-  when ``logits=False``): the same ablations, the same ``[x, 1 - x]`` encoding of the input
-  after the estimator's own preprocessing (``_apply_preprocessing(x, y, fit=True)``, as ART's
-  ``eval_and_certify`` does), so the vote counts equal ART's. ``algorithm="salman2021"``
+  when ``logits=False``): the same ablations, the same ``[v, 1 - v]`` encoding of
+  ``v = (x - mean) / std`` with the estimator's ``preprocessing=(mean, std)`` (ART's
+  ``eval_and_certify`` normalizes before its ablator), so the vote counts equal ART's.
+  Preprocessing defences are refused; images must lie in [0, 1] (fastsmooth's input contract). ``algorithm="salman2021"``
   (smoothed ViTs) is refused for now; :data:`ALGORITHMS` is where its path goes.
 - ``PyTorchRandomizedSmoothing`` (Gaussian, ``scale`` = sigma, ``sample_size`` = n0, ``alpha``):
-  noise N(0, scale^2) added to the raw input, then the estimator's preprocessing and model, as
-  ART's ``certify`` does; n0 samples choose the class, n samples give the one-sided
-  Clopper-Pearson bound at ``alpha``. The noise comes from fastsmooth's Philox stream
+  noise N(0, scale^2) added to the raw input (images in [0, 1]), then the estimator's
+  preprocessing and model, as ART's ``certify`` does; n0 samples choose the class, n samples
+  give the one-sided Clopper-Pearson bound at ``alpha``. The noise comes from fastsmooth's Philox stream
   (``seed=`` makes a call reproducible) instead of NumPy's global generator, so the
   certificates agree with ART's in distribution, not sample for sample.
 
@@ -102,8 +103,45 @@ _ABLATIONS: dict[str, tuple[type[PatchSmoother], type[PatchSmoother]]] = {
 }
 
 
+def _normalization(estimator: Any) -> tuple[list[float] | None, list[float] | None]:
+    """The estimator's preprocessing as the smoother's per-channel (mean, std), applied before
+    the [x, 1 - x] encoding as ART does; (None, None) for ART's default (0, 1).
+
+    ART subtracts, then divides, in float32: the fused kernel computes the same expression.
+    Preprocessing defences are refused: the fused path normalizes inside its kernel only.
+    """
+    from art.preprocessing.standardisation_mean_std.numpy import StandardisationMeanStd
+    from art.preprocessing.standardisation_mean_std.pytorch import StandardisationMeanStdPyTorch
+
+    operations = list(estimator.preprocessing_operations)
+    standard = operations.pop() if operations and isinstance(
+        operations[-1], (StandardisationMeanStd, StandardisationMeanStdPyTorch)) else None
+    if operations:
+        raise ValueError(
+            f"estimator has preprocessing defences ({[type(p).__name__ for p in operations]}), which "
+            "fastsmooth's fused ablation does not apply; remove them or certify with estimator.eval_and_certify"
+        )
+    if standard is None:
+        return None, None
+    channels = estimator.input_shape[0] // 2  # ART doubles the channels of levine2020 estimators
+    stats = []
+    for name in ("mean", "std"):
+        value = np.asarray(getattr(standard, name), dtype=np.float32).reshape(-1)
+        if value.size not in (1, channels):
+            raise ValueError(
+                f"estimator preprocessing {name} must be a scalar or one value per channel ({channels}), "
+                f"got shape {np.shape(getattr(standard, name))}"
+            )
+        stats.append([float(v) for v in np.broadcast_to(value, (channels,))])
+    mean, std = stats
+    if all(m == 0 for m in mean) and all(d == 1 for d in std):
+        return None, None  # the identity
+    return mean, std
+
+
 def _levine2020(estimator: Any, batch_size: int, backend: str) -> PatchSmoother:
-    """Levine & Feizi's smoother with the estimator's ablation type, size, threshold and model."""
+    """Levine & Feizi's smoother with the estimator's ablation type, size, threshold,
+    normalization and model."""
     if estimator.ablation_type not in _ABLATIONS:
         raise ValueError(
             f"estimator.ablation_type must be one of {sorted(_ABLATIONS)}, got {estimator.ablation_type!r}"
@@ -112,8 +150,9 @@ def _levine2020(estimator: Any, batch_size: int, backend: str) -> PatchSmoother:
     cls = on_logits if estimator.logits else on_probabilities
     # ART stores ablation_size as a 1-tuple on the estimator; its ablator holds the int
     size = int(estimator.ablator.ablation_size)
-    return cls(estimator.model, estimator.nb_classes, size, threshold=float(estimator.threshold),
-               batch_size=batch_size, backend=backend)
+    mean, std = _normalization(estimator)
+    return cls(estimator.model, estimator.nb_classes, size, threshold=float(estimator.threshold), mean=mean,
+               std=std, batch_size=batch_size, backend=backend)
 
 
 def _salman2021(estimator: Any, batch_size: int, backend: str) -> PatchSmoother:
@@ -173,8 +212,8 @@ def smoother(estimator: Any, batch_size: int = 128, backend: str = "auto") -> Pa
     """The fastsmooth smoother that certifies what ``estimator`` certifies.
 
     ``PyTorchDeRandomizedSmoothing`` (levine2020) gives a :class:`ColumnSmoothing`,
-    :class:`RowSmoothing` or :class:`BlockSmoothing` on ``estimator.model`` (it expects images
-    already through the estimator's preprocessing: :func:`eval_and_certify` does that);
+    :class:`RowSmoothing` or :class:`BlockSmoothing` on ``estimator.model``, whose ``mean`` /
+    ``std`` are the estimator's preprocessing (it takes the raw images, as the estimator does);
     ``PyTorchRandomizedSmoothing`` gives a :class:`Smooth` whose base classifier applies the
     estimator's preprocessing, with n0 = ``sample_size`` and ``alpha`` as its defaults.
     ``batch_size``: the most inputs of the base model per forward pass (ART's meaning too).
@@ -221,18 +260,16 @@ def eval_and_certify(
     if not isinstance(estimator, derandomized):
         raise TypeError(f"estimator must be an ART PyTorchDeRandomizedSmoothing, got {type(estimator).__name__}")
     smooth = smoother(estimator, batch_size, backend)
-    labels = check_and_transform_label_format(y, nb_classes=estimator.nb_classes)
-    # the estimator's own preprocessing, exactly as its eval_and_certify applies it
-    x_pre, y_pre = estimator._apply_preprocessing(x, labels, fit=True)
-    y_pre = np.asarray(estimator.reduce_labels(y_pre))
+    labels = np.asarray(estimator.reduce_labels(check_and_transform_label_format(y, nb_classes=estimator.nb_classes)))
     correct = certified = 0
-    images = len(x_pre)
-    if images == 0:
-        raise ValueError("x must hold at least one image, got 0")
+    images = len(x)
+    if images == 0 or len(labels) != images:
+        raise ValueError(f"x and y must hold the same positive number of images, got {images} and {len(labels)}")
     for start in tqdm(range(0, images, batch_size), disable=not verbose, desc="certify", unit="batch"):
-        batch = torch.from_numpy(np.ascontiguousarray(x_pre[start : start + batch_size])).to(estimator.device)
+        # raw images: the smoother normalizes them with the estimator's preprocessing, in its kernel
+        batch = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size])).to(estimator.device)
         prediction, cert = smooth.certify(batch, size_to_certify)
-        right = prediction.numpy() == y_pre[start : start + batch_size]
+        right = prediction.numpy() == labels[start : start + batch_size]
         correct += int(right.sum())
         certified += int((right & cert.numpy()).sum())
     device = estimator.device
