@@ -10,28 +10,23 @@ uninterrupted run's (up to the timings, and the randomness of randomized smoothe
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
-from fastsmooth.smoothing.base import Certified
+from fastsmooth.executors import BatchResult, Evaluable, Executor, LocalExecutor, WorkBatch
+from fastsmooth.shards import Shard, parse_shard
 
-__all__ = ["evaluate", "EvaluationSummary", "Row", "read_results"]
+__all__ = ["evaluate", "summarize", "EvaluationSummary", "Row", "read_results"]
 
 COLUMNS = ("idx", "label", "predict", "{certificate}", "correct", "time")
-
-
-class Evaluable(Protocol):
-    certificate_name: str
-
-    def evaluate_batch(self, x: torch.Tensor) -> Certified: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +172,11 @@ def _summary(rows: Sequence[Row], levels: Sequence[float]) -> EvaluationSummary:
     )
 
 
+def summarize(rows: Sequence[Row], levels: Sequence[float]) -> EvaluationSummary:
+    """Clean and certified accuracy (at ``levels``) of ``rows``, as ``evaluate`` returns them."""
+    return _summary(rows, [float(t) for t in levels])
+
+
 def evaluate(
     smoother: Evaluable,
     data: Dataset | DataLoader | Iterable[Any],
@@ -188,6 +188,9 @@ def evaluate(
     device: torch.device | str | None = None,
     batch_images: int = 64,
     progress: bool = True,
+    executor: Executor | None = None,
+    seed: int | None = None,
+    shard: Shard | str | tuple[int, int] | None = None,
 ) -> EvaluationSummary:
     """Certify every image of ``data`` with ``smoother`` and summarize.
 
@@ -199,7 +202,14 @@ def evaluate(
     batch; with ``resume`` an existing file is continued (its finished indices are skipped),
     otherwise it is overwritten. device: where batches are sent (default: the smoother's
     ``device``). batch_images: images per ``evaluate_batch`` call (the smoother bounds the
-    forward batch itself). Returns the summary over every row, resumed ones included.
+    forward batch itself). executor: where the batches are certified (default
+    :class:`~fastsmooth.executors.LocalExecutor`, this process; :class:`~fastsmooth.executors.RayExecutor`
+    for a Ray cluster); this process alone reads ``data`` and writes ``output``, in data order.
+    seed: certify randomized smoothers with per-image randomness derived from (seed, index),
+    so that their rows do not depend on batching, executor or shard (see
+    :mod:`fastsmooth.executors.seeding`). shard: ``"K/N"`` certifies only part K of N of the
+    selected images (:mod:`fastsmooth.shards`). Returns the summary over every row, resumed
+    ones included.
     """
     if not hasattr(smoother, "evaluate_batch") or not hasattr(smoother, "certificate_name"):
         raise TypeError(f"smoother must define evaluate_batch and certificate_name, got {type(smoother).__name__}")
@@ -211,6 +221,10 @@ def evaluate(
     levels = [float(t) for t in levels]
     if device is None:
         device = getattr(smoother, "device", None)
+    if shard is not None:
+        shard = parse_shard(shard)
+    if executor is None:
+        executor = LocalExecutor()
 
     header = _header(smoother.certificate_name)
     finished: list[Row] = []
@@ -223,27 +237,19 @@ def evaluate(
         """None: stop here; False: pass over; True: certify."""
         if max is not None and index >= max:
             return None
-        return index % skip == 0 and index not in done
+        return index % skip == 0 and index not in done and (shard is None or shard.holds(index, skip))
 
     rows = list(finished)
     bar = tqdm(total=_total(data, wanted), disable=not progress, desc="certify", unit="img")
     try:
-        batch: list[tuple[int, torch.Tensor, int]] = []
-        examples = _examples(data, wanted)
-        while True:
-            item = next(examples, None)
-            if item is not None:
-                batch.append(item)
-            if batch and (item is None or len(batch) == batch_images):
-                new = _certify_batch(smoother, batch, device)
-                rows.extend(new)
-                if handle is not None:
-                    handle.write("".join(r.line() for r in new))
-                    handle.flush()
-                bar.update(len(new))
-                batch = []
-            if item is None:
-                break
+        batches = _batches(_examples(data, wanted), batch_images)
+        for batch, result in executor.run(smoother, batches, device, seed):
+            new = _rows(batch, result)
+            rows.extend(new)
+            if handle is not None:
+                handle.write("".join(r.line() for r in new))
+                handle.flush()
+            bar.update(len(new))
     finally:
         bar.close()
         if handle is not None:
@@ -251,16 +257,22 @@ def evaluate(
     return _summary(rows, levels)
 
 
-def _certify_batch(smoother: Evaluable, batch: list[tuple[int, torch.Tensor, int]], device: Any) -> list[Row]:
-    x = torch.stack([image for _, image, _ in batch])
-    if device is not None:
-        x = x.to(device)
-    start = time.perf_counter()
-    result = smoother.evaluate_batch(x)
-    prediction = result.prediction.tolist()  # reading back also waits for the device
-    certificate = result.certificate.tolist()
-    seconds = (time.perf_counter() - start) / len(batch)
+def _batches(examples: Iterator[tuple[int, torch.Tensor, int]], size: int) -> Iterator[WorkBatch]:
+    """Consecutive groups of ``size`` examples (the last may be smaller), numbered from 0."""
+    group: list[tuple[int, torch.Tensor, int]] = []
+    sequence = 0
+    for item in itertools.chain(examples, [None]):
+        if item is not None:
+            group.append(item)
+        if group and (item is None or len(group) == size):
+            yield WorkBatch(sequence, tuple(i for i, _, _ in group), tuple(y for _, _, y in group),
+                            torch.stack([image for _, image, _ in group]))
+            group, sequence = [], sequence + 1
+
+
+def _rows(batch: WorkBatch, result: BatchResult) -> list[Row]:
     return [
-        Row(index, label, int(pred), float(cert), int(pred) == label, seconds)
-        for (index, _, label), pred, cert in zip(batch, prediction, certificate, strict=True)
+        Row(index, label, pred, cert, pred == label, result.seconds_per_image)
+        for index, label, pred, cert in zip(batch.indices, batch.labels, result.prediction, result.certificate,
+                                            strict=True)
     ]

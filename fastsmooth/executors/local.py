@@ -1,0 +1,40 @@
+"""The in-process executor: batches are certified one after another in the calling process."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import torch
+
+from fastsmooth.executors.work import BatchResult, Evaluable, WorkBatch, certify_work
+
+__all__ = ["Executor", "LocalExecutor"]
+
+
+class Executor:
+    """Runs the certification of a stream of batches.
+
+    ``run`` consumes ``batches`` lazily (the driver reads the data set as work is needed) and
+    yields one :class:`BatchResult` per batch, **in the order of the batches**, so that the
+    results file of a run is the same whatever executes it. Executors hold no results: the
+    caller writes them.
+    """
+
+    def run(self, smoother: Evaluable, batches: Iterable[WorkBatch], device: torch.device | str | None,
+            seed: int | None = None) -> Iterator[tuple[WorkBatch, BatchResult]]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """A short description for messages (e.g. ``in process``, ``4 Ray workers``)."""
+        return type(self).__name__
+
+
+class LocalExecutor(Executor):
+    """Certifies every batch in this process, on ``device`` (the default of ``evaluate``)."""
+
+    def run(self, smoother: Evaluable, batches: Iterable[WorkBatch], device: torch.device | str | None,
+            seed: int | None = None) -> Iterator[tuple[WorkBatch, BatchResult]]:
+        for batch in batches:
+            yield batch, certify_work(smoother, batch, device, seed)
+
+    def describe(self) -> str:
+        return "in process"
