@@ -4,6 +4,8 @@
 #   make demo    the main job: train (cached) and certify column smoothing on real MNIST digits
 #   make test    the test suite
 #   make bench   the benchmarks (pytest-benchmark)
+#   make gpu-check  on a GPU machine: CUDA build, tests with the CUDA backend required, op
+#                   self-check, papers'-size benchmark rows (see .ci/gpu-check; not part of CI)
 #
 # TORCH / TRITON choose the torch build: the default pins the release these were tested with.
 # On a CUDA machine use e.g. `make test TORCH=torch TRITON=` (PyPI's Linux torch is a CUDA build
@@ -13,10 +15,11 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 TRITON ?= triton==3.8.0
 BIN := $(VENV)/bin
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 SOURCES := setup.py pyproject.toml $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
 STAMP := $(VENV)/.fastsmooth-installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench gpu-check clean
 
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +35,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/fastsmooth bench
+
+# Installs nothing: PYTHON must hold a CUDA build of torch (a GPU machine may have no network).
+gpu-check:
+	PYTHON=$(GPU_PYTHON) .ci/gpu-check
 
 clean:
 	rm -rf $(VENV) build *.egg-info fastsmooth/_C*.so

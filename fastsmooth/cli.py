@@ -38,7 +38,9 @@ _HYPER_FLAGS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "keep": (("--keep", "--kappa", "-k"), {"type": int,
              "help": "kappa: bands / tiles kept (multi-band, multi-block); k: pixels kept (ablation)"}),
     "sigma": (("--sigma",), {"type": float, "help": "noise level (dssn, ssn, uniform, gaussian)"}),
-    "seed": (("--seed",), {"type": int, "help": "DSSN: seed of the offset vector, part of the model (default 0)"}),
+    "seed": (("--seed",), {"type": int, "help": "DSSN: seed of the offset vector, part of the model (default 0); "
+                           "randomized methods: seed of the sampling (default 0; image i always gets the same "
+                           "noise, whatever the batch)"}),
     "n0": (("--n0",), {"type": int, "help": "samples that choose the class (randomized methods)"}),
     "n": (("--n",), {"type": int, "help": "samples that bound its probability (randomized methods)"}),
     "alpha": (("--alpha",), {"type": float, "help": "failure probability of randomized certificates"}),
@@ -68,8 +70,21 @@ def _hyper_args(parser: argparse.ArgumentParser) -> None:
         group.add_argument(*flags, dest=name, default=None, **kwargs)
 
 
-def _given_hyper(args: argparse.Namespace) -> dict[str, Any]:
-    return {name: getattr(args, name) for name in _HYPER_FLAGS if getattr(args, name) is not None}
+def _given_hyper(args: argparse.Namespace, method: _methods.Method | None = None) -> dict[str, Any]:
+    """The hyperparameter flags given; ``--seed`` counts only for methods whose model it
+    defines (DSSN's offset vector); for the others it seeds the sampling (:func:`_sampling_seed`)."""
+    given = {name: getattr(args, name) for name in _HYPER_FLAGS if getattr(args, name) is not None}
+    if method is not None and "seed" not in method.defaults:
+        given.pop("seed", None)
+    return given
+
+
+def _sampling_seed(args: argparse.Namespace, method: _methods.Method) -> int | None:
+    """The seed of a randomized method's sampling (default 0, so that every run is reproducible
+    and a resumed run gives the rows of an uninterrupted one); None for deterministic methods."""
+    if "seed" in method.defaults:
+        return None
+    return 0 if args.seed is None else args.seed
 
 
 def _device(name: str | None) -> torch.device:
@@ -93,9 +108,16 @@ def load_data(spec: str, image_size: list[int] | None = None) -> torch.utils.dat
     if not path.exists():
         raise CliError(f"--data {spec}: no such file or folder (give a folder of <class>/<image> files, "
                        "an .npz / .pt file of tensors, or 'demo')")
-    if path.is_dir():
-        return data.ImageFolder(path, size=tuple(image_size) if image_size else None)
-    return data.load_tensors(path)
+    try:
+        if path.is_dir():
+            dataset = data.ImageFolder(path, size=tuple(image_size) if image_size else None)
+        else:
+            dataset = data.load_tensors(path)
+    except (ValueError, OSError) as err:
+        raise CliError(f"--data {spec}: {err}") from err
+    if getattr(dataset, "scaled_from_uint8", False):
+        print(f"fastsmooth: --data {spec}: 8-bit images, scaled by 1/255 to [0, 1]", file=sys.stderr)
+    return dataset
 
 
 def _num_labels(dataset: torch.utils.data.Dataset) -> int:
@@ -104,7 +126,7 @@ def _num_labels(dataset: torch.utils.data.Dataset) -> int:
         return len(classes)
     tensors = getattr(dataset, "tensors", None)
     if tensors is not None:
-        return int(tensors[1].max()) + 1
+        return int(tensors[1].max()) + 1 if len(tensors[1]) else 0
     return max(int(dataset[i][1]) for i in range(len(dataset))) + 1  # type: ignore[arg-type]
 
 
@@ -153,27 +175,79 @@ def _merge_recorded(method: _methods.Method, given: dict[str, Any], meta: dict[s
     return {**recorded, **given}
 
 
+def _check_output(path: str | None, flag: str) -> None:
+    """An output file must be a file name in a folder we can write, checked before any work."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise CliError(f"{flag} {path} is a directory; give a file name (e.g. {target / 'results.tsv'})")
+    parent = target.parent if str(target.parent) else Path(".")
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise CliError(f"{flag} {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise CliError(f"{flag} {path}: not writable (check the folder's permissions)")
+
+
+def _first_shape(dataset: Any, spec: str) -> tuple[int, ...]:
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise CliError(f"--data {spec} holds no images")
+    try:
+        x = dataset[0][0]
+    except ValueError as err:
+        raise CliError(f"--data {spec}: {err}") from err
+    shape = tuple(torch.as_tensor(x).shape)
+    if len(shape) != 3:
+        raise CliError(f"--data {spec}: images must be [C, H, W], got shape {shape} (grayscale [H, W]: add the "
+                       "channel axis)")
+    return shape
+
+
+def _probe(model: torch.nn.Module, in_channels: int, shape: tuple[int, ...], arch: str, num_classes: int) -> None:
+    """One forward of a zero batch: an image size the network cannot take fails here, with the
+    sizes named, instead of as a shape error deep inside certification or training."""
+    try:
+        with torch.inference_mode():
+            was_training = model.training
+            model.eval()
+            out = model(torch.zeros(1, in_channels, *shape[1:]))
+            model.train(was_training)
+    except RuntimeError as err:
+        raise CliError(f"--arch {arch} cannot take {in_channels} x {shape[1]} x {shape[2]} inputs "
+                       f"({str(err).splitlines()[0]}); resize the images (--image-size H W for an image folder) "
+                       "or choose another --arch") from err
+    if not isinstance(out, torch.Tensor) or out.shape != (1, num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise CliError(f"--arch {arch} returns {got} for one image, expected (1, {num_classes})")
+
+
 def _certify(args: argparse.Namespace) -> int:
     from fastsmooth import evaluate, models
+    from fastsmooth.results import sha256_file
     from fastsmooth.training import checkpoint_metadata
 
     executor = _executor(args)  # first: a missing ray package is reported before anything is loaded
+    _check_output(args.output, "--output")
     dataset = load_data(args.data, args.image_size)
-    if len(dataset) == 0:  # type: ignore[arg-type]
-        raise CliError(f"--data {args.data} holds no images")
-    shape = tuple(dataset[0][0].shape)
+    shape = _first_shape(dataset, args.data)
     if not Path(args.checkpoint).is_file():
         raise CliError(f"--checkpoint {args.checkpoint}: no such file")
     if not _looks_like_torch_file(Path(args.checkpoint)):
         raise CliError(f"--checkpoint {args.checkpoint}: not a readable torch checkpoint (neither torch.save's "
                        "zip format nor a legacy pickle)")
     try:
-        obj = models.read_checkpoint(args.checkpoint, allow_pickle=args.allow_pickle)
+        obj = models.read_checkpoint(args.checkpoint, allow_pickle=args.allow_pickle, pickle_hint="--allow-pickle")
     except models.CheckpointError:
         raise
     except Exception as err:  # torch.load's errors for a file that is not a checkpoint at all
-        raise CliError(f"--checkpoint {args.checkpoint}: not a readable torch checkpoint ({err})") from err
+        raise CliError(f"--checkpoint {args.checkpoint}: not a readable torch checkpoint, or a corrupted one "
+                       f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from err
     meta = checkpoint_metadata(obj)
+    recorded_shape = (meta or {}).get("image_shape")
+    if recorded_shape is not None and tuple(recorded_shape) != shape:
+        raise CliError(f"--data {args.data} has images of shape {shape}, but the checkpoint's model was trained on "
+                       f"{tuple(recorded_shape)} images; resize them (--image-size H W for an image folder)")
 
     name = args.method or (meta or {}).get("method")
     if name is None:
@@ -185,7 +259,7 @@ def _certify(args: argparse.Namespace) -> int:
             raise CliError(message + " (pass --override to certify anyway)")
         _warn(message)
     method = _methods.get(name)
-    hp = _methods.resolve(method, _merge_recorded(method, _given_hyper(args), meta, args.override), shape)
+    hp = _methods.resolve(method, _merge_recorded(method, _given_hyper(args, method), meta, args.override), shape)
 
     arch = args.arch or (meta or {}).get("arch")
     if arch is None:
@@ -197,6 +271,7 @@ def _certify(args: argparse.Namespace) -> int:
     num_classes = args.num_classes or (meta or {}).get("num_classes") or _classes_in(obj) or 10
     model = _build_model(arch, in_channels, num_classes)
     models.load_checkpoint(model, obj)
+    _probe(model, in_channels, shape, arch, num_classes)
 
     device = torch.device("cpu") if executor is not None else _device(args.device)  # Ray: the workers pick theirs
     dtype = DTYPES[args.dtype]
@@ -206,14 +281,20 @@ def _certify(args: argparse.Namespace) -> int:
         smoother.autocast = dtype  # the base model runs under autocast; certificates are then of that model
     data = _Cast(dataset, torch.float64) if dtype == torch.float64 else dataset
 
+    seed = _sampling_seed(args, method)
     shown = {k: v for k, v in hp.items() if v is not None}
+    seeded = f", sampling seed {seed}" if seed is not None else ""
     where = device if executor is None else executor.describe()
     part = f", shard {args.shard}" if args.shard else ""
-    print(f"certifying with {name} {shown}, {arch} ({in_channels} input channels, {num_classes} classes) on {where}{part}",
-          file=sys.stderr)
+    print(f"certifying with {name} {shown}, {arch} ({in_channels} input channels, {num_classes} classes) on "
+          f"{where}{seeded}{part}", file=sys.stderr)
+    data_path = args.data if args.data in ("demo", "demo-train") else str(Path(args.data).resolve())
+    run = {"method": name, "method_hyperparameters": {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()},
+           "arch": arch, "checkpoint_sha256": sha256_file(args.checkpoint), "data": data_path,
+           "image_size": args.image_size, "dtype": args.dtype, "num_classes": num_classes}
     summary = evaluate(smoother, data, levels=_levels(args.levels, method), output=args.output,
                        resume=not args.no_resume, skip=args.skip, max=args.max, device=device,
-                       batch_images=args.batch_images, progress=not args.no_progress,
+                       batch_images=args.batch_images, progress=not args.no_progress, seed=seed, fingerprint=run,
                        executor=executor, shard=args.shard)
     print(format_summary(summary, smoother.certificate_name))
     if args.output:
@@ -290,10 +371,26 @@ def _merge(args: argparse.Namespace) -> int:
     merged = merge_parts(args.parts)
     write_merged(merged, args.output, args.parts)
     certificate_name = merged.columns[3]
-    levels = args.levels or (_MERGE_LEVELS["patch_size"] if certificate_name == "patch_size" else _MERGE_LEVELS["radius"])
-    print(format_summary(summarize(merged.rows, levels), certificate_name))
+    method = merged.fingerprint.get("method")  # recorded by `certify`
+    if args.levels:
+        levels = args.levels
+    elif method in _methods.METHODS:
+        levels = list(_methods.get(method).levels)
+    else:
+        levels = _MERGE_LEVELS["patch_size" if certificate_name == "patch_size" else "radius"]
+    print(format_summary(summarize(merged.rows, levels, merged.fingerprint), certificate_name))
     print(f"\nmerged {len(args.parts)} parts, {len(merged.rows)} images: {args.output}")
     return 0
+
+
+def _shard(text: str) -> Any:
+    """--shard K/N, checked when the command line is read."""
+    from fastsmooth.shards import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 _MERGE_LEVELS = {"patch_size": [1, 2, 3, 4, 5, 6, 7], "radius": [0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0]}
@@ -304,12 +401,11 @@ _LOCAL_RAY = "local"
 def _train(args: argparse.Namespace) -> int:
     from fastsmooth.training import TrainConfig, save_checkpoint, train
 
+    _check_output(args.output, "--output")
     dataset = load_data(args.data, args.image_size)
-    if len(dataset) == 0:  # type: ignore[arg-type]
-        raise CliError(f"--data {args.data} holds no images")
-    shape = tuple(dataset[0][0].shape)
+    shape = _first_shape(dataset, args.data)
     method = _methods.get(args.method)
-    hp = _methods.resolve(method, _given_hyper(args), shape)
+    hp = _methods.resolve(method, _given_hyper(args, method), shape)
     if args.per not in method.per_choices:
         raise CliError(f"--per {args.per}: method {method.name!r} draws its training noise per "
                        f"{' or '.join(method.per_choices)}")
@@ -317,10 +413,12 @@ def _train(args: argparse.Namespace) -> int:
     in_channels = method.in_channels(shape[0])
     torch.manual_seed(args.train_seed)  # the initial weights
     model = _build_model(args.arch, in_channels, num_classes)
+    _probe(model, in_channels, shape, args.arch, num_classes)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, copies=args.copies,
                          optimizer=args.optimizer, weight_decay=args.weight_decay, seed=args.train_seed)
     device = _device(args.device)
-    losses = train(model, dataset, method.noise(hp, args.per), config, device=device, progress=not args.no_progress)
+    losses = train(model, dataset, method.noise(hp, args.per), config, device=device, progress=not args.no_progress,
+                   num_classes=num_classes, image_shape=shape)
     record = {**vars(config), "per": args.per, "data": args.data, "images": len(dataset), "losses": losses}  # type: ignore[arg-type]
     save_checkpoint(args.output, model, method=method.name, hyperparameters=hp, arch=args.arch,
                     in_channels=in_channels, num_classes=num_classes, image_shape=shape, training=record)
@@ -362,7 +460,7 @@ def _bench(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, str(report), args.json, *extra], cwd=root, env=env)
 
 
-def _info(_: argparse.Namespace) -> int:
+def _info(args: argparse.Namespace) -> int:
     import fastsmooth
 
     print(f"fastsmooth {fastsmooth.__version__}  torch {torch.__version__}  python {platform.python_version()}")
@@ -372,6 +470,29 @@ def _info(_: argparse.Namespace) -> int:
     for info in fastsmooth.backends().values():
         devices = ",".join(info.devices) or "-"
         print(f"{info.name:<10} {'yes' if info.available else 'no':<10} {devices:<10} {info.reason}")
+    if args.check:
+        return _info_check()
+    return 0
+
+
+def _info_check() -> int:
+    """Every op on every available compiled backend against the reference, as a table;
+    status 1 when any differs or fails."""
+    from fastsmooth.ops import _selfcheck
+
+    results = _selfcheck.check_all()
+    print()
+    print(f"{'op':<16} {'backend':<8} {'device':<8} {'result':<9} {'seconds':>8}  detail")
+    for r in results:
+        print(f"{r.op:<16} {r.backend:<8} {r.device:<8} {'ok' if r.ok else 'FAILED':<9} {r.seconds:>8.3f}  {r.detail}")
+    failed = [r for r in results if not r.ok]
+    if not results:
+        print("no compiled backend is available: only the reference runs here")
+    elif failed:
+        print(f"\n{len(failed)} of {len(results)} checks FAILED")
+        return 1
+    else:
+        print(f"\nall {len(results)} checks passed")
     return 0
 
 
@@ -419,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--gpus-per-worker", type=float,
                        help="GPUs per Ray worker (default 1 on a cluster with GPUs; 0: CPU workers)")
     scale.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs (torch threads) per Ray worker (default 1)")
-    scale.add_argument("--shard", metavar="K/N",
+    scale.add_argument("--shard", metavar="K/N", type=_shard,
                        help="certify only part K of N of the selected images (job arrays); join the parts' files "
                             "with `fastsmooth merge`")
     certify.set_defaults(run=_certify)
@@ -428,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("output", metavar="OUT.tsv", help="the merged results file to write")
     merge.add_argument("parts", metavar="PARTS", nargs="+", help="the results files of shards 1/N .. N/N, in any order")
     merge.add_argument("--levels", type=float, nargs="+",
-                       help="certificate levels of the summary table (default: patch sizes 1..7 or radii 0..2)")
+                       help="certificate levels of the summary table (default: the recorded method's)")
     merge.set_defaults(run=_merge)
 
     train = sub.add_parser("train", help="train a base network under its method's noise")
@@ -465,6 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=_bench)
 
     info = sub.add_parser("info", help="list the backends and why any is unavailable")
+    info.add_argument("--check", action="store_true",
+                      help="run every op on every available backend against the reference and print a table")
     info.set_defaults(run=_info)
     return parser
 
@@ -473,16 +596,40 @@ def main(argv: list[str] | None = None) -> int:
     from fastsmooth.models import CheckpointError
 
     args = build_parser().parse_args(argv)
+    debug = os.environ.get("FASTSMOOTH_DEBUG") not in (None, "", "0")
     try:
         return args.run(args)
-    except (CliError, CheckpointError, FileNotFoundError, ValueError) as err:
-        if os.environ.get("FASTSMOOTH_DEBUG"):
+    except (CliError, CheckpointError, OSError, ValueError, TypeError) as err:
+        if isinstance(err, BrokenPipeError):  # e.g. `fastsmooth info | head -3`: the reader left
+            _silence_stdout()
+            return 0
+        if debug:
             raise
-        print(f"fastsmooth {args.command}: error: {err}", file=sys.stderr)
+        print(f"fastsmooth {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fastsmooth {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # a fault of fastsmooth itself, not of the input
+        if debug:
+            raise
+        print(f"fastsmooth {args.command}: internal error: {type(err).__name__}: {_one_line(err)} "
+              "(FASTSMOOTH_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(part.strip() for part in str(err).splitlines() if part.strip())
+    return text or type(err).__name__
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -6,13 +6,18 @@ Every loader yields ``(image [C, H, W] float32 in [0, 1], label int)`` pairs.
 from __future__ import annotations
 
 import gzip
+import pickle
 import importlib.util
 import os
 from pathlib import Path
 
+import zipfile
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
+
+from fastsmooth._validation import check_example, check_image_shape, check_image_values, check_labels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -54,36 +59,74 @@ def load_tensors(path: str | os.PathLike) -> TensorDataset:
     """Images and labels from an ``.npz`` (arrays ``x``/``images`` and ``y``/``labels``) or a
     ``.pt`` file (a dict with those keys, or an ``(images, labels)`` pair).
 
-    Images: [N, C, H, W] floats in [0, 1], or uint8 (divided by 255).
+    Images: [N, C, H, W] floats in [0, 1], or uint8 (divided by 255; the data set's
+    ``scaled_from_uint8`` attribute is then True).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
-    if path.suffix == ".npz":
-        with np.load(path) as z:
-            found = dict(z.items())
-    elif path.suffix in (".pt", ".pth"):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        found = dict(zip(("x", "y"), obj)) if isinstance(obj, (tuple, list)) else dict(obj)
-    else:
-        raise ValueError(f"data file must be .npz, .pt or .pth, got {path.name}")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as z:
+                found = dict(z.items())
+        elif path.suffix in (".pt", ".pth"):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            found = dict(zip(("x", "y"), obj)) if isinstance(obj, (tuple, list)) else dict(obj)
+        else:
+            raise ValueError(f"data file must be .npz, .pt or .pth, got {path.name}")
+    except (OSError, EOFError, zipfile.BadZipFile, RuntimeError, TypeError, pickle.UnpicklingError) as err:
+        raise ValueError(f"{path}: not a readable {path.suffix} file of images and labels ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''})") from err
     x = next((found[k] for k in ("x", "images") if k in found), None)
     y = next((found[k] for k in ("y", "labels") if k in found), None)
     if x is None or y is None:
         raise ValueError(f"{path} must hold images ('x' or 'images') and labels ('y' or 'labels'), found {sorted(found)}")
-    x, y = torch.as_tensor(x), torch.as_tensor(y).long().reshape(-1)
-    if x.dtype == torch.uint8:
+    x, y = torch.as_tensor(x), torch.as_tensor(y).reshape(-1)
+    y = check_labels(y, 1 << 62, f"{path}: labels")
+    scaled = x.dtype == torch.uint8
+    if scaled:
         x = x.float() / 255.0
     if x.dim() != 4 or len(x) != len(y):
-        raise ValueError(f"{path}: images must be [N, C, H, W] with one label each, got {tuple(x.shape)} and {len(y)} labels")
-    return TensorDataset(x.float(), y)
+        hint = " (grayscale [N, H, W]: add the channel axis)" if x.dim() == 3 else ""
+        raise ValueError(f"{path}: images must be [N, C, H, W] with one label each, got {tuple(x.shape)} and "
+                         f"{len(y)} labels{hint}")
+    dataset = TensorDataset(x if x.is_floating_point() else x.float(), y)
+    dataset.scaled_from_uint8 = scaled  # type: ignore[attr-defined]
+    return dataset
+
+
+def check_dataset(
+    data: Dataset, num_classes: int | None, image_shape: tuple[int, ...] | None = None, name: str = "data"
+) -> tuple[int, ...]:
+    """Check every item of a map-style data set against the input contract (finite images in
+    [0, 1], one [C, H, W] shape, equal to ``image_shape`` when given; labels in
+    [0, num_classes)); returns the image shape. Tensors held in memory are checked at once."""
+    n = len(data)  # type: ignore[arg-type]
+    if n == 0:
+        raise ValueError(f"{name} holds no images")
+    tensors = getattr(data, "tensors", None)
+    if isinstance(data, TensorDataset) and tensors is not None and len(tensors) >= 2 and tensors[0].dim() == 4:
+        check_image_values(tensors[0], f"{name} image")
+        check_labels(tensors[1], num_classes if num_classes is not None else 1 << 62, f"{name} labels")
+        shape = tuple(tensors[0].shape[1:])
+    else:
+        shapes: list[tuple[int, ...]] = []
+        for index in range(n):
+            x, y = data[index][:2]
+            check_example(x, y, index, num_classes, shapes)
+        shape = shapes[0]
+    check_image_shape(shape, image_shape, name)
+    return shape
 
 
 class ImageFolder(Dataset):
     """torchvision's ImageFolder layout: ``root/<class name>/<image>``; classes sorted by name.
 
     ``size`` (H, W), if given, resizes every image (bilinear), so batches can be stacked.
+    Images are read as 8-bit and scaled by 1/255 to [0, 1].
     """
+
+    scaled_from_uint8 = True
 
     def __init__(self, root: str | os.PathLike, size: tuple[int, int] | None = None) -> None:
         self.root = Path(root)
@@ -107,11 +150,14 @@ class ImageFolder(Dataset):
         from PIL import Image
 
         path, label = self.samples[index]
-        with Image.open(path) as img:
-            img = img.convert("L" if img.mode in ("1", "L", "I;16", "I") else "RGB")
-            if self.size is not None:
-                img = img.resize((self.size[1], self.size[0]), Image.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)
+        try:
+            with Image.open(path) as img:
+                img = img.convert("L" if img.mode in ("1", "L", "I;16", "I") else "RGB")
+                if self.size is not None:
+                    img = img.resize((self.size[1], self.size[0]), Image.BILINEAR)
+                array = np.asarray(img, dtype=np.uint8)
+        except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
+            raise ValueError(f"image {index} ({path}) cannot be read: {err}") from err
         t = torch.from_numpy(array.copy())
         t = t[None] if t.dim() == 2 else t.permute(2, 0, 1)
         return t.float() / 255.0, label

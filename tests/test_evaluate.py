@@ -12,40 +12,46 @@ from fastsmooth.smoothing import Certified
 
 
 class IndexSmoother:
-    """Reads the image index back from the pixels: prediction index % 3, certificate index % 4.
+    """Reads the image index back from the pixels (index / 1000): prediction index % 3, certificate index % 4.
     Records every index it certifies."""
 
     certificate_name = "patch_size"
 
     def __init__(self, fail_after: int | None = None):
-        self.seen: list[int] = []
-        self.fail_after = fail_after
+        # private: public attributes are a smoother's hyperparameters, part of the run fingerprint
+        self._seen: list[int] = []
+        self._fail_after = fail_after
+
+    @property
+    def seen(self) -> list[int]:
+        return self._seen
 
     def evaluate_batch(self, x: torch.Tensor) -> Certified:
-        if self.fail_after is not None and len(self.seen) >= self.fail_after:
+        if self._fail_after is not None and len(self._seen) >= self._fail_after:
             raise KeyboardInterrupt("interrupted")
-        index = x[:, 0, 0, 0].round().long()
-        self.seen += index.tolist()
+        index = (x[:, 0, 0, 0] * 1000).round().long()
+        self._seen += index.tolist()
         return Certified(index % 3, (index % 4).double())
 
 
 def index_data(n: int = 23) -> TensorDataset:
-    images = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, 4, 4).contiguous()
+    images = (torch.arange(n, dtype=torch.float32) / 1000).view(n, 1, 1, 1).expand(n, 1, 4, 4).contiguous()
     return TensorDataset(images, torch.arange(n) % 2)
 
 
 def table(path) -> list[tuple]:
     """The file's rows without the timing column."""
-    return [(r.index, r.label, r.prediction, r.certificate, r.correct) for r in read_results(path)]
+    return [(r.index, r.label, r.prediction, r.certificate, r.correct) for r in read_results(path).rows]
 
 
 def test_rows_and_summary(tmp_path):
     out = tmp_path / "res.tsv"
     summary = fastsmooth.evaluate(IndexSmoother(), index_data(12), levels=(1, 3), output=out, batch_images=5, progress=False)
     lines = out.read_text().splitlines()
-    assert lines[0] == "idx\tlabel\tpredict\tpatch_size\tcorrect\ttime"
-    assert lines[1].split("\t")[:5] == ["0", "0", "0", "0", "1"]
-    assert lines[4].split("\t")[:5] == ["3", "1", "0", "3", "0"]
+    assert lines[0].startswith("# fastsmooth-run {")
+    assert lines[1] == "idx\tlabel\tpredict\tpatch_size\tcorrect\ttime"
+    assert lines[2].split("\t")[:5] == ["0", "0", "0", "0", "1"]
+    assert lines[5].split("\t")[:5] == ["3", "1", "0", "3", "0"]
     # label i % 2, prediction i % 3: correct for i in {0, 1, 6, 7}, with certificates 0, 1, 2, 3
     assert summary.count == 12
     assert summary.clean_accuracy == pytest.approx(4 / 12)
@@ -61,7 +67,7 @@ def test_resume_after_interruption_gives_the_same_file(tmp_path):
     part = tmp_path / "part.tsv"
     with pytest.raises(KeyboardInterrupt):
         fastsmooth.evaluate(IndexSmoother(fail_after=8), data, output=part, batch_images=4, progress=False)
-    assert [r.index for r in read_results(part)] == list(range(8))
+    assert [r.index for r in read_results(part).rows] == list(range(8))
     with part.open("a") as f:
         f.write("8\t0\t2")  # killed in the middle of a row
     smoother = IndexSmoother()
@@ -98,7 +104,8 @@ def test_real_smoother_resume(tmp_path):
     data = TensorDataset(torch.rand(9, 1, 10, 10), torch.randint(3, (9,)))
     smoother = fastsmooth.ColumnSmoothing(model, 3, size=3, threshold=0.3, batch_size=25)
     full = fastsmooth.evaluate(smoother, data, levels=(1, 2), output=tmp_path / "full.tsv", batch_images=4, progress=False)
-    fastsmooth.evaluate(smoother, data, output=tmp_path / "part.tsv", max=5, progress=False)
+    lines = (tmp_path / "full.tsv").read_text().splitlines(keepends=True)
+    (tmp_path / "part.tsv").write_text("".join(lines[:7]))  # interrupted after 5 images
     resumed = fastsmooth.evaluate(smoother, data, levels=(1, 2), output=tmp_path / "part.tsv", batch_images=3, progress=False)
     assert table(tmp_path / "part.tsv") == table(tmp_path / "full.tsv")
     assert resumed.certified_accuracy == full.certified_accuracy
@@ -109,8 +116,8 @@ def test_real_smoother_resume(tmp_path):
 
 def test_errors(tmp_path):
     out = tmp_path / "other.tsv"
-    out.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n")
-    with pytest.raises(ValueError, match="header"):
+    out.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n")  # no fingerprint line
+    with pytest.raises(ValueError, match="fingerprint"):
         fastsmooth.evaluate(IndexSmoother(), index_data(3), output=out, progress=False)
     with pytest.raises(ValueError, match="skip"):
         fastsmooth.evaluate(IndexSmoother(), index_data(3), skip=0, progress=False)

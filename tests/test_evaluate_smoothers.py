@@ -33,9 +33,9 @@ def test_evaluate_tabulates_evaluate_batch(name, tmp_path):
     labels = torch.randint(4, (5,))
     path = tmp_path / f"{name}.tsv"
     summary = fastsmooth.evaluate(smoother, TensorDataset(images, labels), levels=(0.0, 0.01), output=path, progress=False)
-    rows = read_results(path)
+    rows = read_results(path).rows
     assert [r.index for r in rows] == list(range(5)) and summary.count == 5
-    header = path.read_text().splitlines()[0].split("\t")
+    header = path.read_text().splitlines()[1].split("\t")
     assert header[3] == smoother.certificate_name
     if name in ("dssn", "column"):  # deterministic: the file holds exactly evaluate_batch's output
         direct = smoother.evaluate_batch(images)

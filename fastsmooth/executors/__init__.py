@@ -13,7 +13,7 @@ Seeded runs of randomized smoothers draw every image's randomness from (seed, im
 """
 from fastsmooth.executors.local import Executor, LocalExecutor
 from fastsmooth.executors.ray_pool import RayExecutor, RayNotInstalled
-from fastsmooth.executors.seeding import image_seed, is_randomized
+from fastsmooth.executors.seeding import image_generator, is_randomized
 from fastsmooth.executors.work import BatchResult, Evaluable, WorkBatch, certify_work
 
 __all__ = [
@@ -25,6 +25,6 @@ __all__ = [
     "BatchResult",
     "Evaluable",
     "certify_work",
-    "image_seed",
+    "image_generator",
     "is_randomized",
 ]

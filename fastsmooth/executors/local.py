@@ -27,6 +27,11 @@ class Executor:
         """A short description for messages (e.g. ``in process``, ``4 Ray workers``)."""
         return type(self).__name__
 
+    def device(self, default: torch.device | str | None) -> torch.device | str | None:
+        """The device the batches are certified on (recorded in the run's fingerprint), given
+        the caller's ``default``."""
+        return default
+
 
 class LocalExecutor(Executor):
     """Certifies every batch in this process, on ``device`` (the default of ``evaluate``)."""

@@ -140,6 +140,11 @@ class RayExecutor(Executor):
                              "(--workers), or fewer CPUs / GPUs per worker")
         return workers, per_gpu, self.cpus_per_worker
 
+    def device(self, default: torch.device | str | None) -> torch.device:
+        """The workers' kind of device: CUDA for GPU workers, else the CPU (joins Ray to find out)."""
+        _, per_gpu, _ = self._shape(self._connect())
+        return torch.device("cuda" if per_gpu > 0 else "cpu")
+
     def describe(self) -> str:
         return f"{len(self.actors) or self.workers or 'auto'} Ray worker(s)"
 

@@ -1,12 +1,12 @@
 """Per-image randomness for seeded runs of the randomized smoothers.
 
-The randomized smoothers draw their noise from one generator (theirs, or torch's global one)
-in the order their batches come: the noise an image gets depends on the images certified
-before it and beside it in its batch. A run split over workers or shards batches images
-differently, so a seeded run instead gives every image its own stream: image ``i`` is
-certified alone, after seeding the smoother's generator (and torch's global CPU generator,
-which ``Smooth`` and ``RandomizedBandSmoothing`` draw from) with :func:`image_seed` of
-(seed, i). The answer of an image then depends only on the seed, its index and its pixels.
+A randomized smoother (one with ``randomized = True``: Gaussian, l0 ablation, SSN, uniform,
+randomized band) draws its noise from one generator in the order its batches come, so the
+noise an image gets would depend on the images certified before it and beside it in its
+batch, and so on how a run is batched, split over workers or sharded. A seeded run instead
+certifies each image on its own with the generator :func:`image_generator` (seed, index)
+passed to ``evaluate_batch``: an image's answer depends only on the seed, its index and its
+pixels, wherever and with whatever neighbours it is certified.
 
 Certifying images one by one costs batching across images, which matters only when an
 image's samples do not fill a forward pass (n below ``batch_size``); the papers' sample sizes
@@ -14,67 +14,35 @@ image's samples do not fill a forward pass (n below ``batch_size``); the papers'
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+import hashlib
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
-from fastsmooth.smoothing import SSN, RandomizedAblation, RandomizedBandSmoothing, Smooth, UniformSmoothing
 from fastsmooth.smoothing.base import Certified
 
-__all__ = ["RANDOMIZED", "image_seed", "is_randomized", "certify_seeded"]
-
-#: smoothers whose certificates depend on random draws (the others enumerate every ablation or split)
-RANDOMIZED: tuple[type, ...] = (Smooth, RandomizedAblation, SSN, UniformSmoothing, RandomizedBandSmoothing)
-_MAX_SEED = 2**63 - 1
+__all__ = ["image_generator", "is_randomized", "certify_seeded"]
 
 
 def is_randomized(smoother: Any) -> bool:
-    """Whether the smoother samples. A class can say so itself with a ``randomized`` attribute."""
-    flag = getattr(smoother, "randomized", None)
-    return bool(flag) if flag is not None else isinstance(smoother, RANDOMIZED)
+    """Whether the smoother samples (its class says so with ``randomized = True``)."""
+    return bool(getattr(smoother, "randomized", False))
 
 
-def image_seed(seed: int, index: int) -> int:
-    """The 63-bit seed of image ``index`` in a run seeded with ``seed`` (numpy's SeedSequence
-    mixes the pair, so neighbouring indices and seeds give unrelated streams)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= _MAX_SEED:
-        raise ValueError(f"seed must be an integer in [0, 2**63 - 1], got {seed!r}")
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
-        raise ValueError(f"index must be a non-negative integer, got {index!r}")
-    word = np.random.SeedSequence([int(seed), int(index)]).generate_state(1, np.uint64)[0]
-    return int(word) & _MAX_SEED
-
-
-@contextlib.contextmanager
-def _seeded(smoother: Any, seed: int) -> Iterator[None]:
-    """Seed torch's global CPU generator and the smoother's own generator, restoring both after."""
-    saved_state = torch.random.get_rng_state()
-    had_generator = hasattr(smoother, "generator")
-    saved_generator = getattr(smoother, "generator", None)
-    torch.random.default_generator.manual_seed(seed)
-    if had_generator:
-        smoother.generator = torch.Generator().manual_seed(seed)
-    try:
-        yield
-    finally:
-        torch.random.set_rng_state(saved_state)
-        if had_generator:
-            smoother.generator = saved_generator
+def image_generator(seed: int, index: int) -> torch.Generator:
+    """The generator a seeded run certifies image ``index`` with: a function of (seed, index)
+    only, so rows do not depend on which images share a batch, on resuming, or on workers."""
+    digest = hashlib.sha256(f"fastsmooth-image:{seed}:{index}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 def certify_seeded(smoother: Any, x: torch.Tensor, indices: Sequence[int], seed: int) -> Certified:
-    """``smoother.evaluate_batch`` image by image, image ``indices[j]`` seeded with ``image_seed(seed, indices[j])``."""
+    """``evaluate_batch`` image by image, image ``indices[j]`` with ``image_generator(seed, indices[j])``."""
     if len(indices) != x.shape[0]:
         raise ValueError(f"indices has {len(indices)} entries for a batch of {x.shape[0]} images")
-    predictions, certificates = [], []
-    for j, index in enumerate(indices):
-        with _seeded(smoother, image_seed(seed, index)):
-            result = smoother.evaluate_batch(x[j : j + 1])
-        predictions.append(result.prediction.reshape(-1).cpu())
-        certificates.append(result.certificate.reshape(-1).cpu())
-    if not predictions:
+    parts = [smoother.evaluate_batch(x[j : j + 1], generator=image_generator(seed, index))
+             for j, index in enumerate(indices)]
+    if not parts:
         return Certified(torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.float64))
-    return Certified(torch.cat(predictions), torch.cat(certificates))
+    return Certified(torch.cat([p.prediction.cpu() for p in parts]), torch.cat([p.certificate.cpu() for p in parts]))

@@ -58,7 +58,7 @@ def certify_work(smoother: Evaluable, batch: WorkBatch, device: torch.device | s
                  seed: int | None = None) -> BatchResult:
     """Certify ``batch`` with ``smoother`` on ``device``.
 
-    With a ``seed``, a randomized smoother certifies each image on its own with randomness
+    With a ``seed``, a randomized smoother certifies each image on its own with a generator
     derived from (seed, image index) (see :mod:`fastsmooth.executors.seeding`), so an image's
     answer does not depend on which other images share its batch, worker or shard.
     """

@@ -59,22 +59,37 @@ def _reason(err: Exception) -> str:
     return next((ln for ln in lines if "WeightsUnpickler error" in ln), lines[0] if lines else repr(err))
 
 
-def read_checkpoint(path: Union[str, "os.PathLike[str]"], allow_pickle: bool = False) -> Any:
+def _refused_global(err: Exception) -> bool:
+    """True when the safe loader refused a Python object (a class or function the file names),
+    False when the pickle itself is damaged (then full unpickling cannot help either)."""
+    text = str(err)
+    return "Unsupported global" in text or "GLOBAL" in text or "safe_globals" in text.replace("add_safe_globals", "")
+
+
+def read_checkpoint(
+    path: Union[str, "os.PathLike[str]"], allow_pickle: bool = False, *, pickle_hint: str = "allow_pickle=True"
+) -> Any:
     """``torch.load`` a file onto the CPU, safely (``weights_only=True``) unless told otherwise.
 
     Args:
         path: the checkpoint file.
         allow_pickle: retry with ``weights_only=False`` when the safe loader refuses the file.
             Only for trusted files: full unpickling can execute arbitrary code.
+        pickle_hint: how the caller's user allows that (``--allow-pickle`` on the command line).
     """
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if not _refused_global(err):
+            raise CheckpointError(
+                f"{os.fspath(path)!r} is a corrupted or truncated checkpoint ({_reason(err)}); "
+                "save or download it again"
+            ) from err
         if not allow_pickle:
             raise CheckpointError(
                 f"{os.fspath(path)!r} holds Python objects that torch.load(weights_only=True) refuses "
-                f"({_reason(err)}). If you trust this file, pass allow_pickle=True to load "
+                f"({_reason(err)}). If you trust this file, pass {pickle_hint} to load "
                 "it with weights_only=False (which can execute code from the file)."
             ) from err
     warnings.warn(f"loading {os.fspath(path)!r} with weights_only=False (allow_pickle=True): "

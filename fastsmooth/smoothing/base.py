@@ -9,6 +9,8 @@ from typing import Literal, NamedTuple, Union
 import torch
 from torch import nn
 
+from fastsmooth._validation import check_int
+
 MemoryFormat = Union[Literal["auto"], torch.memory_format]
 _FORMATS = (torch.contiguous_format, torch.channels_last)
 # model -> {(device type, input shape, dtype): its auto memory format}, probed once.
@@ -83,10 +85,8 @@ class BaseSmoother:
     ) -> None:
         if not isinstance(model, nn.Module) and not callable(model):
             raise TypeError(f"model must be a torch.nn.Module or callable, got {type(model).__name__}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        num_classes = check_int(num_classes, "num_classes", 2)
+        batch_size = check_int(batch_size, "batch_size", 1)
         if autocast not in (None, torch.bfloat16, torch.float16):
             raise ValueError(f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}")
         if memory_format != "auto" and memory_format not in _FORMATS:
@@ -105,8 +105,22 @@ class BaseSmoother:
         """The device of the model's parameters (CPU for a parameterless callable)."""
         if isinstance(self.model, nn.Module):
             for p in self.model.parameters():
+                if p.device.type == "meta":
+                    raise ValueError("the base model's parameters are on the meta device (they hold no values): "
+                                     "materialize and load its weights (model.to_empty(device=...), then "
+                                     "load_state_dict) before certifying")
                 return p.device
         return torch.device("cpu")
+
+    def _check_input_dtype(self, inputs: torch.Tensor) -> None:
+        """Without autocast, the model's batches must have its parameters' dtype (else torch
+        fails inside the first layer with a message about biases)."""
+        if self.autocast is not None or not isinstance(self.model, nn.Module):
+            return
+        p = next(self.model.parameters(), None)
+        if p is not None and p.is_floating_point() and p.dtype != inputs.dtype:
+            raise TypeError(f"the images are {inputs.dtype} but the base model's parameters are {p.dtype}: convert "
+                            f"one of them (x.to({p.dtype}) or model.to({inputs.dtype}))")
 
     def _eval(self) -> None:
         # eval() walks every submodule: once per certification, not once per chunk.
@@ -124,6 +138,7 @@ class BaseSmoother:
         """The base model's logits [N, num_classes] for a batch that fits in one forward pass,
         given to the model in ``memory_format`` (default: :meth:`input_format`'s)."""
         self._eval()
+        self._check_input_dtype(inputs)
         if inputs.dim() == 4:  # a no-op for batches already written in that layout
             if memory_format is None:
                 memory_format = self.input_format(inputs.shape[1:], inputs.dtype, inputs.device)
@@ -134,9 +149,13 @@ class BaseSmoother:
             else:
                 with torch.autocast(inputs.device.type, dtype=self.autocast):
                     out = self.model(inputs)
-        if out.dim() != 2 or out.shape[1] != self.num_classes:
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"the base model returned a {type(out).__name__}, expected one logits tensor "
+                            f"[N, num_classes]; wrap it so that it returns the logits (e.g. lambda x: model(x)[0])")
+        if out.dim() != 2 or out.shape[0] != inputs.shape[0] or out.shape[1] != self.num_classes:
             raise ValueError(
-                f"the base model returned shape {tuple(out.shape)}, expected (N, num_classes={self.num_classes})"
+                f"the base model returned shape {tuple(out.shape)} for {inputs.shape[0]} inputs, expected "
+                f"(N={inputs.shape[0]}, num_classes={self.num_classes})"
             )
         return out.float()
 

@@ -24,6 +24,7 @@ import torch
 from scipy.stats import norm
 from torch import nn
 
+from fastsmooth._validation import check_image_batch, check_int, check_real, check_single_image
 from fastsmooth.certificates.counts import top_two
 from fastsmooth.ops.gaussian import draw_seed, gaussian_noise
 from fastsmooth.smoothing.base import BaseSmoother, Certified, MemoryFormat
@@ -33,15 +34,11 @@ __all__ = ["Smooth"]
 
 
 def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return check_int(value, name, 1)
 
 
 def _alpha(alpha: object, high: float) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < high:
-        raise ValueError(f"alpha must be a number in (0, {high}), got {alpha!r}")
-    return float(alpha)
+    return check_real(alpha, "alpha", 0, high, low_open=True, high_open=True)
 
 
 class Smooth(BaseSmoother):
@@ -63,6 +60,7 @@ class Smooth(BaseSmoother):
 
     ABSTAIN = -1
     certificate_name = "radius"
+    randomized = True  # fastsmooth.evaluate seeds it per image (evaluate_batch's generator)
 
     def __init__(
         self,
@@ -81,10 +79,8 @@ class Smooth(BaseSmoother):
         super().__init__(
             base_classifier, num_classes, batch_size=batch_size, backend=backend, autocast=autocast, memory_format=memory_format
         )
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0 or sigma == float("inf"):
-            raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
         self.base_classifier = base_classifier  # the authors' attribute name
-        self.sigma = float(sigma)
+        self.sigma = check_real(sigma, "sigma", 0, low_open=True)
         self.n0 = _positive_int(n0, "n0")
         self.n = _positive_int(n, "n")
         self.alpha = _alpha(alpha, 0.5)
@@ -169,9 +165,9 @@ class Smooth(BaseSmoother):
         prediction = torch.where(abstain, torch.full_like(c_a, Smooth.ABSTAIN), c_a)
         return Certified(prediction, torch.where(abstain, torch.zeros_like(radius), radius))
 
-    def evaluate_batch(self, x: torch.Tensor) -> Certified:
+    def evaluate_batch(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Certified:
         """Certify a batch with this smoother's n0, n, alpha and batch_size (for ``fastsmooth.evaluate``)."""
-        return self.certify_batch(x, self.n0, self.n, self.alpha, self.batch_size)
+        return self.certify_batch(x, self.n0, self.n, self.alpha, self.batch_size, generator=generator)
 
     def sample_counts(
         self,
@@ -189,8 +185,7 @@ class Smooth(BaseSmoother):
         [B, 2, num_classes] of copies 0 .. s - 1 and s .. n - 1 separately (certify's
         selection and estimation samples, independent noise from the same stream).
         """
-        if not isinstance(xs, torch.Tensor) or xs.dim() != 4:
-            raise ValueError(f"xs must be a 4-D tensor [B, C, H, W], got {getattr(xs, 'shape', type(xs).__name__)}")
+        check_image_batch(xs, "xs")
         n = _positive_int(n, "n")
         batch = self.batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
         s = draw_seed(generator, seed)
@@ -214,5 +209,4 @@ class Smooth(BaseSmoother):
 
     @staticmethod
     def _check_image(x: object) -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != 3:
-            raise ValueError(f"x must be a single image tensor [C, H, W], got {getattr(x, 'shape', type(x).__name__)}")
+        check_single_image(x)

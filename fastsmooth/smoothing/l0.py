@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastsmooth._validation import check_images, check_int
+from fastsmooth._validation import check_image_batch, check_int, check_real
 from fastsmooth.certificates.counts import top_two
 from fastsmooth.certificates.l0 import l0_radius
 from fastsmooth.ops.pixel_ablation import ablate_pixels
@@ -22,9 +22,7 @@ ABSTAIN = -1
 
 
 def _check_alpha(alpha: float) -> float:
-    if not isinstance(alpha, (int, float)) or not 0 < alpha < 0.5:
-        raise ValueError(f"alpha must be in (0, 0.5), got {alpha!r}")
-    return float(alpha)
+    return check_real(alpha, "alpha", 0, 0.5, low_open=True, high_open=True)
 
 
 class RandomizedAblation(BaseSmoother):
@@ -42,6 +40,7 @@ class RandomizedAblation(BaseSmoother):
     """
 
     certificate_name = "radius"
+    randomized = True  # fastsmooth.evaluate seeds it per image (evaluate_batch's generator)
 
     def __init__(
         self,
@@ -63,22 +62,22 @@ class RandomizedAblation(BaseSmoother):
         super().__init__(
             model, num_classes, batch_size=batch_size, backend=backend, autocast=autocast, memory_format=memory_format
         )
-        self.keep = check_int(keep, "keep", 0, 2**62)
+        self.keep = check_int(keep, "keep", 0)
         self.mean, self.std = mean, std
-        self.n0 = check_int(n0, "n0", 1, 2**62)
-        self.n = check_int(n, "n", 1, 2**62)
+        self.n0 = check_int(n0, "n0", 1)
+        self.n = check_int(n, "n", 1)
         self.alpha = _check_alpha(alpha)
         self.generator = generator
 
     def _images(self, x: torch.Tensor) -> torch.Tensor:
-        check_images(x)
+        check_image_batch(x)
         check_int(self.keep, "keep", 0, x.shape[2] * x.shape[3])
         return x.to(self.device)
 
     def counts(self, x: torch.Tensor, n: int) -> torch.Tensor:
         """Top-1 vote counts [B, num_classes] (int64) of n random ablations of every image."""
         x = self._images(x)
-        n = check_int(n, "n", 1, 2**62)
+        n = check_int(n, "n", 1)
         B = x.shape[0]
         counts = torch.zeros(B, self.num_classes, dtype=torch.int64, device=x.device)
         if n <= self.batch_size:  # several whole images per forward pass
@@ -123,6 +122,13 @@ class RandomizedAblation(BaseSmoother):
         prediction = torch.where(radius >= 0, guess.cpu(), torch.full_like(guess.cpu(), ABSTAIN))
         return Certified(prediction, radius.to(torch.float64))
 
-    def evaluate_batch(self, x: torch.Tensor) -> Certified:
-        """``certify`` with the instance's n0, n and alpha (the protocol of ``fastsmooth.evaluate``)."""
-        return self.certify(x, self.n0, self.n, self.alpha)
+    def evaluate_batch(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Certified:
+        """``certify`` with the instance's n0, n and alpha (the protocol of ``fastsmooth.evaluate``);
+        ``generator``, if given, replaces the instance's for this call."""
+        if generator is None:
+            return self.certify(x, self.n0, self.n, self.alpha)
+        saved, self.generator = self.generator, generator
+        try:
+            return self.certify(x, self.n0, self.n, self.alpha)
+        finally:
+            self.generator = saved

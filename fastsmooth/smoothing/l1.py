@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from fastsmooth._validation import check_images
+from fastsmooth._validation import check_image_batch, check_int, check_real
 from fastsmooth.certificates.counts import top_two
 from fastsmooth.certificates.l1 import dssn_radius, randomized_l1_radius
 from fastsmooth.ops.splitting import dssn_levels, dssn_split, ssn_noise, uniform_noise
@@ -36,7 +36,7 @@ class DSSN(BaseSmoother):
     Args:
         model: base classifier, receives the split images x~ in [0, 1] (its own normalization inside).
         num_classes: number of classes.
-        sigma, lam: noise level, exactly one of them (lam = sigma * sqrt(3)).
+        sigma, lam: noise level, exactly one of them (lam = sigma / 3 ** -0.5, as the authors compute it).
         seed: seed of the offset vector v; part of the model (the one used at training time).
         q: quantization of the data (255 for image files).
         batch_size: most split images per forward pass.
@@ -64,13 +64,11 @@ class DSSN(BaseSmoother):
     ) -> None:
         super().__init__(model, num_classes, batch_size, backend, autocast, memory_format)
         self.lam, self.levels = dssn_levels(sigma, lam, q)
-        self.sigma = self.lam / math.sqrt(3)
-        self.seed = seed
-        self.q = q
+        self.sigma = self.lam * 3**-0.5 if sigma is None else check_real(sigma, "sigma")
+        self.seed = check_int(seed, "seed", 0, 2**32 - 1)
+        self.q = check_int(q, "q", 1)
         self.quantize = bool(quantize)
-        if not 0 <= tolerance < 0.5:
-            raise ValueError(f"tolerance must be in [0, 0.5) levels, got {tolerance!r}")
-        self.tolerance = float(tolerance)
+        self.tolerance = check_real(tolerance, "tolerance (in levels)", 0, 0.5, high_open=True)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """x on the model's device, checked to lie on the grid {0, 1/q, .., 1}.
@@ -81,25 +79,23 @@ class DSSN(BaseSmoother):
         as the exact k / q would. Otherwise, or for values outside [0, 1], a ValueError says how
         far off x is, unless ``quantize=True``: then x is rounded to the nearest level in
         [0, 1] (in float32 for float16 / bfloat16 input, which cannot hold most levels).
+        Non-finite values and values outside [0, 1] are refused either way (the input contract).
         """
-        check_images(x)
+        check_image_batch(x)
         x = x.detach().to(self.device)
         scaled = x.to(torch.float64) * self.q
         levels = scaled.round()
         off = (scaled - levels).abs()
         worst = float(off.max()) if off.numel() else 0.0
-        low, high = (float(x.min()), float(x.max())) if x.numel() else (0.0, 1.0)
-        if worst <= self.tolerance and low >= 0.0 and high <= 1.0:
+        if worst <= self.tolerance:
             return x
         if not self.quantize:
-            if worst > self.tolerance:
-                flat = int(off.reshape(-1).argmax())
-                raise ValueError(
-                    f"x is not quantized to multiples of 1/q = 1/{self.q}: |x*q - round(x*q)| reaches {worst:.4g} "
-                    f"levels (flat index {flat}, x = {float(x.reshape(-1)[flat])!r}), above tolerance={self.tolerance}; "
-                    "the DSSN certificate only holds on the grid. Pass quantize=True to round x to it."
-                )
-            raise ValueError(f"x must lie in [0, 1], got values in [{low!r}, {high!r}]; pass quantize=True to clamp")
+            flat = int(off.reshape(-1).argmax())
+            raise ValueError(
+                f"x is not quantized to multiples of 1/q = 1/{self.q}: |x*q - round(x*q)| reaches {worst:.4g} "
+                f"levels (flat index {flat}, x = {float(x.reshape(-1)[flat])!r}), above tolerance={self.tolerance}; "
+                "the DSSN certificate only holds on the grid. Pass quantize=True to round x to it."
+            )
         dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
         return (levels.clamp(0, self.q) / self.q).to(dtype)
 
@@ -136,6 +132,7 @@ class _RandomizedL1(BaseSmoother):
     """Shared CERTIFY of the randomized l1 baselines; subclasses choose the noise."""
 
     certificate_name = "radius"
+    randomized = True  # fastsmooth.evaluate seeds it per image (evaluate_batch's generator)
 
     def __init__(
         self,
@@ -156,11 +153,15 @@ class _RandomizedL1(BaseSmoother):
         super().__init__(model, num_classes, batch_size, backend, autocast, memory_format)
         if (sigma is None) == (lam is None):
             raise ValueError(f"give exactly one of sigma and lam, got sigma={sigma!r}, lam={lam!r}")
-        self.lam = float(lam) if lam is not None else float(sigma) * math.sqrt(3)
-        if not self.lam > 0 or not math.isfinite(self.lam):
-            raise ValueError(f"lambda must be positive and finite, got {self.lam!r} (sigma={sigma!r}, lam={lam!r})")
-        self.sigma = self.lam / math.sqrt(3)
-        self.n0, self.n, self.alpha, self.sided = n0, n, alpha, _sided(sided)
+        if lam is not None:
+            self.lam = check_real(lam, "lam", 0, low_open=True)
+            self.sigma = self.lam / math.sqrt(3)
+        else:
+            self.sigma = check_real(sigma, "sigma", 0, low_open=True)
+            self.lam = self.sigma * math.sqrt(3)
+        self.sided = _sided(sided)
+        self.n0, self.n = check_int(n0, "n0", 1), check_int(n, "n", 1)
+        self.alpha = _check_alpha(alpha, self.sided)
         self.generator = generator
 
     def _noise(self, x: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -168,9 +169,8 @@ class _RandomizedL1(BaseSmoother):
 
     def counts(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Votes [B, num_classes] (int64) of n noised copies of every image."""
-        check_images(x)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        check_image_batch(x)
+        n = check_int(n, "n", 1)
         generator = generator if generator is not None else self.generator
         x = x.detach().to(self.device)
         counts = torch.zeros(x.shape[0], self.num_classes, dtype=torch.int64, device=x.device)
@@ -200,18 +200,25 @@ class _RandomizedL1(BaseSmoother):
         radius means nothing is certified (the prediction is still returned).
         Defaults come from the constructor.
         """
-        n0 = self.n0 if n0 is None else n0
-        n = self.n if n is None else n
-        alpha = self.alpha if alpha is None else alpha
-        one_sided = alpha / 2 if _sided(self.sided if sided is None else sided) == "two" else alpha
+        sided = _sided(self.sided if sided is None else sided)
+        n0 = self.n0 if n0 is None else check_int(n0, "n0", 1)
+        n = self.n if n is None else check_int(n, "n", 1)
+        alpha = _check_alpha(self.alpha if alpha is None else alpha, sided)
+        one_sided = alpha / 2 if sided == "two" else alpha
         prediction = top_two(self.counts(x, n0, generator).cpu())[0]
         hits = self.counts(x, n, generator).cpu().gather(1, prediction[:, None])[:, 0]
         p_lower = clopper_pearson_lower(hits.numpy(), n, one_sided)
         return prediction, randomized_l1_radius(p_lower, self.lam)
 
-    def evaluate_batch(self, x: torch.Tensor) -> Certified:
-        prediction, radius = self.certify(x)
+    def evaluate_batch(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Certified:
+        prediction, radius = self.certify(x, generator=generator)
         return Certified(prediction, radius)
+
+
+def _check_alpha(alpha: object, sided: str) -> float:
+    """alpha as the level it is: two-sided in (0, 1), one-sided in (0, 0.5) (before any halving)."""
+    high = 1.0 if sided == "two" else 0.5
+    return check_real(alpha, f"alpha ({sided}-sided)", 0, high, low_open=True, high_open=True)
 
 
 def _sided(sided: str) -> str:

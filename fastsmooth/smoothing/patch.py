@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from fastsmooth._validation import check_images, check_int, check_stats
+from fastsmooth._validation import check_image_batch, check_int, check_real, check_stats
 from fastsmooth.certificates.patch import (
     band_delta,
     block_delta,
@@ -54,15 +54,11 @@ __all__ = [
 def _check_threshold(threshold: float | None) -> float | None:
     if threshold is None:
         return None
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-        raise ValueError(f"threshold must be a float in (0, 1] or None (top-1 votes), got {threshold!r}")
-    return float(threshold)
+    return check_real(threshold, "threshold (None for top-1 votes)", 0, 1, low_open=True)
 
 
 def _check_positive(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+    return check_int(value, name, 1)
 
 
 class _AblationSmoother(BaseSmoother):
@@ -95,10 +91,8 @@ class _AblationSmoother(BaseSmoother):
 
     # -- input ---------------------------------------------------------------------------
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """x as a contiguous (B, C, H, W) batch on the model's device (a single image becomes B = 1)."""
-        if isinstance(x, torch.Tensor) and x.dim() == 3:
-            x = x[None]
-        check_images(x)
+        """x, checked against the input contract, as a contiguous (B, C, H, W) batch on the model's device."""
+        check_image_batch(x)
         return x.to(self.device).contiguous()
 
     # -- the engine ----------------------------------------------------------------------
@@ -255,6 +249,8 @@ class PatchSmoother(_AblationSmoother, abc.ABC):
         """Counts [B, K] on the CPU of an already prepared batch."""
         H, W = self._shape(x)
         masks = self.masks(H, W, x.device)
+        if x.shape[0] == 0:  # an empty batch: empty counts, as every smoother gives
+            return torch.zeros(0, self.num_classes, dtype=torch.int64)
         return self._accumulate(x, masks.count, lambda lo, hi, first, end: _slice(masks, first, end)).cpu()
 
     def counts(self, x: torch.Tensor) -> torch.Tensor:
@@ -442,6 +438,8 @@ class RandomizedBandSmoothing(_AblationSmoother):
     image its own. ``n0``, ``n`` and ``alpha`` given here are the defaults of the methods.
     """
 
+    randomized = True  # fastsmooth.evaluate seeds it per image (evaluate_batch's generator)
+
     def __init__(
         self,
         model: nn.Module,
@@ -467,9 +465,7 @@ class RandomizedBandSmoothing(_AblationSmoother):
 
     @staticmethod
     def _alpha(alpha: float) -> float:
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 0.5:
-            raise ValueError(f"alpha must be in (0, 0.5), got {alpha!r}")
-        return float(alpha)
+        return check_real(alpha, "alpha", 0, 0.5, low_open=True, high_open=True)
 
     def _length(self, x: torch.Tensor) -> int:
         length = x.shape[3] if self.axis == "column" else x.shape[2]
@@ -481,6 +477,8 @@ class RandomizedBandSmoothing(_AblationSmoother):
         length = self._length(x)
         H, W = x.shape[2], x.shape[3]
         every = cached_masks("band", H, W, self.size, 0, self.axis, x.device)
+        if x.shape[0] == 0:  # an empty batch: empty counts
+            return torch.zeros(0, self.num_classes, dtype=torch.int64, device=x.device)
         positions = torch.randint(length, (x.shape[0], n), generator=generator).to(x.device)
 
         def masks_for(lo: int, hi: int, first: int, end: int) -> KeepMasks:

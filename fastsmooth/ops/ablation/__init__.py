@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from fastsmooth._backend import resolve_backend
+from fastsmooth.ops._dispatch import OpTable, kernel_for
 from fastsmooth._validation import check_images, check_index_tensor, check_int, check_out, check_stats
 from fastsmooth.ops.ablation import masks as _masks
 from fastsmooth.ops.ablation.masks import KeepMasks, all_combinations
@@ -42,7 +42,9 @@ def _ablate_triton(*args: Any, **kwargs: Any) -> torch.Tensor:
     return ablate_triton(*args, **kwargs)
 
 
-_IMPLS = {"reference": ablate_reference, "cpu": ablate_native, "cuda": ablate_native, "triton": _ablate_triton}
+_IMPLS = OpTable(
+    "ablation", {"reference": ablate_reference, "cpu": ablate_native, "cuda": ablate_native, "triton": _ablate_triton}
+)
 
 
 def ablate_with_masks(
@@ -72,7 +74,7 @@ def ablation_kernel(backend: str, device: torch.device) -> Callable[..., torch.T
     mean / std from ``check_stats`` and masks on x's device. For loops that resolve and check
     once per call rather than once per chunk (a value check of device tensors would
     synchronize with the GPU)."""
-    return _IMPLS[resolve_backend(backend, device)]
+    return kernel_for(_IMPLS, backend, device)
 
 
 def _axis(axis: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from fastsmooth._validation import check_images, check_int, check_out
-from fastsmooth.ops._dispatch import dispatch
+from fastsmooth.ops._dispatch import OpTable, dispatch
 from fastsmooth.ops.gaussian.native import gaussian_noise_native
 from fastsmooth.ops.gaussian.reference import gaussian_noise_reference
 
@@ -30,12 +30,12 @@ def _gaussian_noise_triton(*args: Any, **kwargs: Any) -> torch.Tensor:
     return gaussian_noise_triton(*args, **kwargs)
 
 
-_IMPLS = {
+_IMPLS = OpTable("gaussian_noise", {
     "reference": gaussian_noise_reference,
     "cpu": gaussian_noise_native,
     "cuda": gaussian_noise_native,
     "triton": _gaussian_noise_triton,
-}
+})
 
 
 def draw_seed(generator: torch.Generator | None = None, seed: int | None = None) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from fastsmooth._validation import check_images, check_int, check_out, check_stats
-from fastsmooth.ops._dispatch import dispatch
+from fastsmooth.ops._dispatch import OpTable, dispatch
 from fastsmooth.ops._philox import seed_from
 from fastsmooth.ops.pixel_ablation.native import ablate_pixels_native
 from fastsmooth.ops.pixel_ablation.reference import ablate_pixels_reference
@@ -31,12 +31,12 @@ def _ablate_pixels_triton(*args: Any, **kwargs: Any) -> torch.Tensor:
     return ablate_pixels_triton(*args, **kwargs)
 
 
-_IMPLS = {
+_IMPLS = OpTable("pixel_ablation", {
     "reference": ablate_pixels_reference,
     "cpu": ablate_pixels_native,
     "cuda": ablate_pixels_native,
     "triton": _ablate_pixels_triton,
-}
+})
 
 
 def _run(

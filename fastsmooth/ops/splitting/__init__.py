@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastsmooth._validation import check_images, check_index_tensor, check_int
-from fastsmooth.ops._dispatch import dispatch
+from fastsmooth._validation import check_images, check_index_tensor, check_int, check_real
+from fastsmooth.ops._dispatch import OpTable, dispatch
 from fastsmooth.ops._philox import seed_from
 from fastsmooth.ops.splitting.native import dssn_split_native, ssn_noise_native, uniform_noise_native
 from fastsmooth.ops.splitting.reference import dssn_split_reference, ssn_noise_reference, uniform_noise_reference
@@ -39,30 +39,31 @@ def _triton(name: str):
     return run
 
 
-_SPLIT = {"reference": dssn_split_reference, "cpu": dssn_split_native, "cuda": dssn_split_native,
-          "triton": _triton("dssn_split_triton")}
-_SSN = {"reference": ssn_noise_reference, "cpu": ssn_noise_native, "cuda": ssn_noise_native,
-        "triton": _triton("ssn_noise_triton")}
-_UNIFORM = {"reference": uniform_noise_reference, "cpu": uniform_noise_native, "cuda": uniform_noise_native,
-            "triton": _triton("uniform_noise_triton")}
+_SPLIT = OpTable("dssn_split", {"reference": dssn_split_reference, "cpu": dssn_split_native,
+                                "cuda": dssn_split_native, "triton": _triton("dssn_split_triton")})
+_SSN = OpTable("ssn_noise", {"reference": ssn_noise_reference, "cpu": ssn_noise_native, "cuda": ssn_noise_native,
+                             "triton": _triton("ssn_noise_triton")})
+_UNIFORM = OpTable("uniform_noise", {"reference": uniform_noise_reference, "cpu": uniform_noise_native,
+                                     "cuda": uniform_noise_native, "triton": _triton("uniform_noise_triton")})
 
 
 def _positive(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
+    return check_real(value, name, 0, low_open=True)
 
 
 def dssn_levels(sigma: float | None = None, lam: float | None = None, q: int = 255) -> tuple[float, int]:
-    """(lambda, L): lambda = sigma * sqrt(3) (or ``lam``), L = int(2 * lambda * q) evaluations.
+    """(lambda, L): lambda = sigma / 3 ** -0.5 (or ``lam``), L = int(2 * lambda * q) evaluations.
 
-    Give exactly one of sigma and lam. The branch of the split formula is chosen by
-    ``lambda >= 0.5`` on this float lambda (equivalently L >= q).
+    Give exactly one of sigma and lam. lambda is computed in float64 exactly as the authors'
+    code writes it, ``sigma / 3 ** -0.5``: ``sigma * sqrt(3)`` differs from it in the last bit
+    for most sigma, which changes L where ``2 * lambda * q`` lands next to an integer (sigma =
+    0.4528237405408829: L = 400 their way, 399 the other). The branch of the split formula is
+    chosen by ``lambda >= 0.5`` on this float lambda (equivalently L >= q).
     """
     q = check_int(q, "q", 1, 1 << 24)
     if (sigma is None) == (lam is None):
         raise ValueError(f"give exactly one of sigma and lam, got sigma={sigma!r}, lam={lam!r}")
-    lam = _positive(lam, "lam") if lam is not None else _positive(sigma, "sigma") * math.sqrt(3)
+    lam = _positive(lam, "lam") if lam is not None else _positive(sigma, "sigma") / 3**-0.5
     levels = int(2 * lam * q)
     if not 1 <= levels <= MAX_LEVELS:
         raise ValueError(f"L = int(2 * lambda * q) = {levels} (lambda={lam!r}, q={q}) must be in [1, {MAX_LEVELS}]")
