@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 import fastsmooth
-from fastsmooth.evaluate import read_results
+from fastsmooth.results import read_results
 from fastsmooth.executors import LocalExecutor, RayExecutor
 
 ray = pytest.importorskip("ray")
@@ -44,7 +44,9 @@ def _net(in_channels: int) -> nn.Module:
 
 
 def _table(path) -> list[tuple]:
-    return [(r.index, r.label, r.prediction, r.certificate, r.correct) for r in read_results(path)]
+    """The fingerprint and the rows without their timing column."""
+    results = read_results(path)
+    return [results.fingerprint] + [(r.index, r.label, r.prediction, r.certificate, r.correct) for r in results.rows]
 
 
 def _run(smoother, data, out, executor, **kw) -> list[tuple]:
@@ -58,7 +60,7 @@ def test_column_smoothing_on_two_workers_equals_one_process(digits, tmp_path):
     pool = RayExecutor(workers=2)
     distributed = _run(smoother, digits, tmp_path / "ray.tsv", pool, batch_images=3)
     assert distributed == local
-    assert [row[0] for row in distributed] == list(range(24))  # in data order, each image once
+    assert [row[0] for row in distributed[1:]] == list(range(24))  # in data order, each image once
     assert pool.completed == 8 and pool.actors == []  # 24 images in batches of 3; the pool is gone after the run
 
 
@@ -91,24 +93,27 @@ def test_killed_workers_are_replaced_and_their_images_redone(digits, tmp_path):
     events: dict[str, object] = {}
 
     def kill_mid_run():
-        deadline = time.monotonic() + 120
-        while pool.completed < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        def wait_for(batches: int) -> None:
+            deadline = time.monotonic() + 120
+            while pool.completed < batches and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+        wait_for(2)  # 10 of the 12 batches to go: both actors hold queued batches
+        ray.kill(pool.actors[1], no_restart=True)  # gone for good: the pool replaces it
+        events["first kill"] = pool.completed
+        wait_for(4)
         restarted = pool.actors[0]
         events["pid"] = ray.get(restarted.pid.remote())
         ray.kill(restarted, no_restart=False)  # Ray restarts it and retries its unfinished batches
+        events["second kill"] = pool.completed
         events["new pid"] = ray.get(restarted.pid.remote())
-        while pool.completed < 6 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        ray.kill(pool.actors[1], no_restart=True)  # gone for good: the pool replaces it
-        events["killed at"] = pool.completed
 
     killer = threading.Thread(target=kill_mid_run)
     killer.start()
     distributed = _run(smoother, digits, tmp_path / "ray.tsv", pool, batch_images=2)
     killer.join()
+    assert events["first kill"] < 12 and events["second kill"] < 12  # both came before the last batch
     assert events["new pid"] != events["pid"]
-    assert events["killed at"] < 12  # both kills came before the last of the 12 batches
     assert pool.replaced == 1
     assert distributed == local  # every image exactly once, the same rows
 
@@ -123,3 +128,20 @@ def test_more_workers_than_the_cluster_holds_is_refused(digits):
     smoother = fastsmooth.ColumnSmoothing(_net(2), 10, size=4)
     with pytest.raises(ValueError, match="2 CPUs and 0 GPUs, not enough for 3 worker"):
         fastsmooth.evaluate(smoother, digits, progress=False, executor=RayExecutor(workers=3))
+
+
+def test_certify_command_with_ray_writes_the_single_process_file(tmp_path, capsys):
+    from fastsmooth.cli import main
+
+    data = tmp_path / "tiny.pt"
+    g = torch.Generator().manual_seed(0)
+    torch.save({"x": torch.randint(0, 256, (10, 1, 28, 28), generator=g).float() / 255, "y": torch.arange(10)}, data)
+    ckpt = tmp_path / "gauss.pt"
+    assert main(["train", "--method", "gaussian", "--sigma", "0.25", "--data", str(data), "--output", str(ckpt),
+                 "--epochs", "1", "--no-progress"]) == 0
+    common = ["certify", "--checkpoint", str(ckpt), "--data", str(data), "--n0", "10", "--n", "100", "--seed", "5",
+              "--batch-images", "3", "--no-progress"]
+    assert main([*common, "--output", str(tmp_path / "local.tsv")]) == 0
+    assert main([*common, "--output", str(tmp_path / "ray.tsv"), "--ray", "--workers", "2"]) == 0
+    assert "on 2 Ray worker(s), sampling seed 5" in capsys.readouterr().err
+    assert _table(tmp_path / "ray.tsv") == _table(tmp_path / "local.tsv")

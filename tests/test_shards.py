@@ -133,3 +133,37 @@ def test_merge_command(parts, tmp_path, capsys):
     assert "error: shard(s) 3/3 missing" in capsys.readouterr().err
     assert main(["merge", str(parts[0]), *map(str, parts)]) == 2
     assert "is one of the parts" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> tuple[Path, Path]:
+    """A column-smoothing checkpoint (one epoch) and its 14 training images as the data file."""
+    folder = tmp_path_factory.mktemp("cli")
+    data = folder / "tiny.pt"
+    g = torch.Generator().manual_seed(0)
+    torch.save({"x": torch.randint(0, 256, (14, 1, 28, 28), generator=g).float() / 255, "y": torch.arange(14) % 10}, data)
+    ckpt = folder / "column.pt"
+    assert main(["train", "--method", "column", "--size", "4", "--data", str(data), "--output", str(ckpt),
+                 "--epochs", "1", "--no-progress"]) == 0
+    return ckpt, data
+
+
+def test_certify_shards_and_merge_on_the_command_line(checkpoint, tmp_path, capsys):
+    ckpt, data = checkpoint
+    common = ["certify", "--checkpoint", str(ckpt), "--data", str(data), "--skip", "1", "--max", "13", "--no-progress"]
+    assert main([*common, "--output", str(tmp_path / "single.tsv")]) == 0
+    for k in (1, 2, 3):
+        assert main([*common, "--output", str(tmp_path / f"p{k}.tsv"), "--shard", f"{k}/3"]) == 0
+    capsys.readouterr()
+    assert main(["merge", str(tmp_path / "merged.tsv"), *(str(tmp_path / f"p{k}.tsv") for k in (3, 1, 2))]) == 0
+    assert "merged 3 parts, 13 images" in capsys.readouterr().out
+    assert _without_time(tmp_path / "merged.tsv") == _without_time(tmp_path / "single.tsv")
+
+
+def test_certify_shard_flag_errors(checkpoint, tmp_path, capsys):
+    ckpt, data = checkpoint
+    with pytest.raises(SystemExit):
+        main(["certify", "--checkpoint", str(ckpt), "--data", str(data), "--shard", "4/3"])
+    assert "argument --shard: shard 4/3: need 1 <= K <= N" in capsys.readouterr().err
+    assert main(["certify", "--checkpoint", str(ckpt), "--data", str(data), "--workers", "2"]) == 2
+    assert "--workers apply to Ray workers: add --ray" in capsys.readouterr().err

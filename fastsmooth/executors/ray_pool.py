@@ -146,7 +146,9 @@ class RayExecutor(Executor):
         return torch.device("cuda" if per_gpu > 0 else "cpu")
 
     def describe(self) -> str:
-        return f"{len(self.actors) or self.workers or 'auto'} Ray worker(s)"
+        if self.actors or self.workers:
+            return f"{len(self.actors) or self.workers} Ray worker(s)"
+        return "Ray workers (one per GPU of the cluster, else one per CPU)"
 
     def run(self, smoother: Evaluable, batches: Iterable[WorkBatch], device: torch.device | str | None,
             seed: int | None = None) -> Iterator[tuple[WorkBatch, BatchResult]]:
