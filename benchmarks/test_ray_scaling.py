@@ -1,18 +1,19 @@
 """Scaling out on Ray: 2 Ray CPU workers against one process, on the same data in the same run.
 
-Two groups, each with the roles ``one process`` (``evaluate`` in this process, torch using
-every core) and ``2 Ray CPU workers`` (``RayExecutor(workers=2)``: two actors of one CPU and
-one torch thread each), rounds interleaved:
+Roles, rounds interleaved: ``one process`` (``evaluate`` in this process, torch using every
+core); ``2 Ray CPU workers`` (``RayExecutor(workers=2)``: two actors of one CPU and one torch
+thread each, started and ended by each run, as ``fastsmooth certify --ray`` does); and
+``2 Ray CPU workers, started`` (the same with ``keep_alive=True``: the actors were started by
+the untimed warm-up call, so a round times the dispatch alone). Groups:
 
 - column smoothing (s = 2, theta = 0.3) of the demo digits with the papers' MNIST CNN: the
   throughput of each (images / s);
 - the same digits (all, and a quarter of them) through a smoother that does no work (every
-  answer 0): what Ray adds per image (the difference between the two sizes: shipping batches
-  of images, collecting the answers) and per run (the rest: starting the actors, shipping the
-  smoother once).
+  answer 0): what Ray adds per image (shipping batches of images to the actors and the
+  answers back: the started pool's time, or its difference between the two sizes) and per
+  run (starting the actors and shipping the smoother: cold minus started).
 
-Each Ray run starts its actors anew (as ``fastsmooth certify --ray`` does): that fixed cost
-is part of the figures; the local Ray instance itself is started once, untimed.
+The local Ray instance itself is started once, untimed.
 """
 from __future__ import annotations
 
@@ -61,26 +62,32 @@ class NoWork:
 
 
 def _roles(smoother, data):
-    def local():
-        fastsmooth.evaluate(smoother, data, progress=False, batch_images=BATCH_IMAGES, executor=LocalExecutor())
+    """(one process, 2 Ray CPU workers started per run, 2 kept Ray CPU workers, the kept pool)."""
+    kept = RayExecutor(workers=2, keep_alive=True)
 
-    def two_workers():
-        fastsmooth.evaluate(smoother, data, progress=False, batch_images=BATCH_IMAGES, executor=RayExecutor(workers=2))
+    def certify(executor):
+        return lambda: fastsmooth.evaluate(smoother, data, progress=False, batch_images=BATCH_IMAGES, executor=executor)
 
-    return local, two_workers
+    return certify(LocalExecutor()), certify(RayExecutor(workers=2)), certify(kept), kept
+
+
+def _compare(benchmark, smoother, data, group: str, images: int) -> None:
+    local, cold, started, kept = _roles(smoother, data)
+    try:
+        run(benchmark, cold, group=group, role="2 Ray CPU workers", rounds=3, primary=True,
+            interleaved={"one process": local, "2 Ray CPU workers, started": started}, ray_images=images)
+    finally:
+        kept.close()
 
 
 def test_column_mnist_two_ray_workers(benchmark, digits):
     model = fastsmooth.models.build("mnist_cnn", in_channels=2, num_classes=10)
     smoother = fastsmooth.ColumnSmoothing(model, 10, size=2, threshold=0.3, batch_size=1000)
-    local, two_workers = _roles(smoother, digits)
-    run(benchmark, two_workers, group=f"Ray: column s=2, MNIST CNN, {IMAGES} digits", role="2 Ray CPU workers",
-        rounds=3, primary=True, interleaved={"one process": local}, ray_images=IMAGES)
+    _compare(benchmark, smoother, digits, f"Ray: column s=2, MNIST CNN, {IMAGES} digits", IMAGES)
 
 
 @pytest.mark.parametrize("images", [IMAGES // 4, IMAGES])
 def test_ray_overhead(benchmark, digits, images):
     """At two sizes: the difference gives Ray's cost per image, the rest its cost per run."""
-    local, two_workers = _roles(NoWork(), Subset(digits, range(images)))
-    run(benchmark, two_workers, group=f"Ray: overhead (a smoother doing no work), {images} digits",
-        role="2 Ray CPU workers", rounds=3, primary=True, interleaved={"one process": local}, ray_images=images)
+    _compare(benchmark, NoWork(), Subset(digits, range(images)),
+             f"Ray: overhead (a smoother doing no work), {images} digits", images)

@@ -64,6 +64,23 @@ def test_column_smoothing_on_two_workers_equals_one_process(digits, tmp_path):
     assert pool.completed == 8 and pool.actors == []  # 24 images in batches of 3; the pool is gone after the run
 
 
+def test_kept_actors_serve_the_next_run_of_the_same_smoother_only(digits, tmp_path):
+    smoother = fastsmooth.ColumnSmoothing(_net(2), 10, size=4, threshold=0.3, batch_size=200)
+    pool = RayExecutor(workers=2, keep_alive=True)
+    try:
+        first = _run(smoother, digits, tmp_path / "a.tsv", pool, batch_images=4)
+        pids = ray.get([actor.pid.remote() for actor in pool.actors])
+        assert _run(smoother, digits, tmp_path / "b.tsv", pool, batch_images=6) == first
+        assert ray.get([actor.pid.remote() for actor in pool.actors]) == pids  # the same actors
+        smoother.threshold = 0.5  # another smoother now: the actors' copies are stale
+        changed = _run(smoother, digits, tmp_path / "c.tsv", pool, batch_images=4)
+        assert set(ray.get([actor.pid.remote() for actor in pool.actors])).isdisjoint(pids)
+        assert changed == _run(smoother, digits, tmp_path / "d.tsv", LocalExecutor(), batch_images=4)
+    finally:
+        pool.close()
+    assert pool.actors == []
+
+
 def test_seeded_gaussian_on_two_workers_equals_one_process(digits, tmp_path):
     smoother = fastsmooth.Smooth(_net(1), 10, sigma=0.25, batch_size=100, n0=20, n=200, alpha=0.01)
     local = _run(smoother, digits, tmp_path / "local.tsv", LocalExecutor(), batch_images=8, seed=3)

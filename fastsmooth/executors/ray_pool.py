@@ -27,6 +27,7 @@ import torch
 
 from fastsmooth.executors.local import Executor
 from fastsmooth.executors.work import BatchResult, Evaluable, WorkBatch, certify_work, move_smoother
+from fastsmooth.results import smoother_fingerprint
 
 __all__ = ["RayExecutor", "RayNotInstalled", "import_ray"]
 
@@ -50,17 +51,16 @@ def import_ray() -> Any:
 class CertifyWorker:
     """A Ray actor: holds one smoother (and so one copy of the base model) on its device."""
 
-    def __init__(self, smoother: Evaluable, use_gpu: bool, threads: int, seed: int | None) -> None:
+    def __init__(self, smoother: Evaluable, use_gpu: bool, threads: int) -> None:
         if use_gpu:
             self.device = torch.device("cuda")  # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU
         else:
             self.device = torch.device("cpu")
             torch.set_num_threads(threads)  # the CPUs Ray reserved for this actor
         self.smoother = move_smoother(smoother, self.device)
-        self.seed = seed
 
-    def certify(self, batch: WorkBatch) -> BatchResult:
-        return certify_work(self.smoother, batch, self.device, self.seed)
+    def certify(self, batch: WorkBatch, seed: int | None) -> BatchResult:
+        return certify_work(self.smoother, batch, self.device, seed)
 
     def pid(self) -> int:
         """The actor's process id (tests use it to see that a killed actor was replaced)."""
@@ -93,10 +93,16 @@ class RayExecutor(Executor):
         depth: batches queued per actor (2: the next batch is already there when one ends).
         init_options: extra keyword arguments of ``ray.init`` (e.g. ``num_cpus``), used only
             when this executor starts Ray.
+        keep_alive: keep the actors after a run, for the next run of the same smoother (the
+            same class, hyperparameters and model weights, compared by their fingerprint;
+            any change starts new actors). Starting an actor means a new process that imports
+            torch and receives the model: seconds. :meth:`close` ends them. By default each
+            run starts and ends its own.
     """
 
     def __init__(self, address: str | None = None, workers: int | None = None, gpus_per_worker: float | None = None,
-                 cpus_per_worker: float = 1, depth: int = 2, init_options: dict[str, Any] | None = None) -> None:
+                 cpus_per_worker: float = 1, depth: int = 2, init_options: dict[str, Any] | None = None,
+                 keep_alive: bool = False) -> None:
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise ValueError(f"workers must be a positive integer or None (one per GPU, else per CPU), got {workers!r}")
         if gpus_per_worker is not None and not gpus_per_worker >= 0:
@@ -111,6 +117,9 @@ class RayExecutor(Executor):
         self.cpus_per_worker = cpus_per_worker
         self.depth = depth
         self.init_options = dict(init_options or {})
+        self.keep_alive = bool(keep_alive)
+        self._pool_of: Any = None  # the fingerprint of the smoother the live actors hold (keep_alive)
+        self._spawn: Any = None
         self.actors: list[Any] = []  # the live actors of the current run (tests kill one of them)
         self.completed = 0  # batches whose result came back in the current run
         self.replaced = 0  # actors replaced after they were gone for good
@@ -155,22 +164,38 @@ class RayExecutor(Executor):
         """Certify ``batches`` on the pool, yielding results in batch order. ``device`` is not
         used: each actor certifies on its own device (its GPU, or the CPU)."""
         ray = self._connect()
+        key = smoother_fingerprint(smoother) if self.keep_alive else None
+        if not (self.keep_alive and self.actors and self._pool_of == key):
+            self._start(ray, smoother)
+            self._pool_of = key
+        self.completed = self.replaced = 0
+        try:
+            yield from self._dispatch(ray, batches, seed)
+        finally:
+            if not self.keep_alive:
+                self.close()
+
+    def _start(self, ray: Any, smoother: Evaluable) -> None:
+        """Start the actors, each receiving ``smoother`` (put in Ray's object store once)."""
+        self.close()
         workers, per_gpu, per_cpu = self._shape(ray)
         actor_class = ray.remote(CertifyWorker).options(
             num_cpus=per_cpu, num_gpus=per_gpu, max_restarts=-1, max_task_retries=-1
         )
-        shared = ray.put(_portable(smoother))  # sent to each worker once, at its start
-        spawn = lambda: actor_class.remote(shared, per_gpu > 0, max(1, int(per_cpu)), seed)  # noqa: E731
-        self.actors = [spawn() for _ in range(workers)]
-        self.completed = self.replaced = 0
-        try:
-            yield from self._dispatch(ray, batches, spawn)
-        finally:
+        shared = ray.put(_portable(smoother))
+        self._spawn = lambda: actor_class.remote(shared, per_gpu > 0, max(1, int(per_cpu)))
+        self.actors = [self._spawn() for _ in range(workers)]
+
+    def close(self) -> None:
+        """End the actors (a run without ``keep_alive`` does this itself)."""
+        if self.actors:
+            ray = import_ray()
             for actor in self.actors:
                 ray.kill(actor, no_restart=True)
-            self.actors = []
+        self.actors, self._pool_of = [], None
 
-    def _dispatch(self, ray: Any, batches: Iterable[WorkBatch], spawn: Any) -> Iterator[tuple[WorkBatch, BatchResult]]:
+    def _dispatch(self, ray: Any, batches: Iterable[WorkBatch], seed: int | None
+                  ) -> Iterator[tuple[WorkBatch, BatchResult]]:
         from ray.exceptions import RayActorError, RayTaskError
 
         source = iter(batches)
@@ -191,7 +216,7 @@ class RayExecutor(Executor):
                         break
                     pulled += 1
                 actor = slots.popleft()
-                in_flight[actor.certify.remote(batch)] = (actor, batch)
+                in_flight[actor.certify.remote(batch, seed)] = (actor, batch)
             if not in_flight:
                 return
             (ref,), _ = ray.wait(list(in_flight), num_returns=1)
@@ -205,7 +230,7 @@ class RayExecutor(Executor):
                 if actor in self.actors:  # first sign of this actor's end: a new one takes its slots
                     self.actors.remove(actor)
                     slots = collections.deque(a for a in slots if a is not actor)
-                    replacement = spawn()
+                    replacement = self._spawn()
                     self.actors.append(replacement)
                     self.replaced += 1
                     slots.extend([replacement] * self.depth)
