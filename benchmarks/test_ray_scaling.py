@@ -32,14 +32,14 @@ from conftest import quick, run
 ray = pytest.importorskip("ray")
 pytest.importorskip("mlxtend")
 
-IMAGES = 400 if quick() else 1000
+IMAGES = 200 if quick() else 1000
 BATCH_IMAGES = 16
 
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # NoWork travels by value
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -24,7 +24,7 @@ def local_ray():
     """One local Ray instance for the module: 2 CPUs, no dashboard, a small object store."""
     # the test's own classes (SlowSmoother) travel to the workers by value, not by module name
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -167,3 +167,9 @@ def test_certify_shard_flag_errors(checkpoint, tmp_path, capsys):
     assert "argument --shard: shard 4/3: need 1 <= K <= N" in capsys.readouterr().err
     assert main(["certify", "--checkpoint", str(ckpt), "--data", str(data), "--workers", "2"]) == 2
     assert "--workers apply to Ray workers: add --ray" in capsys.readouterr().err
+
+
+def test_a_shard_needs_a_data_set_with_a_length():
+    batches = [(torch.rand(4, 1, 12, 12), torch.arange(4))]  # an iterable of batches: no length
+    with pytest.raises(ValueError, match=r"shard='1/2' needs a map-style data set"):
+        fastsmooth.evaluate(_smoother(), batches, shard="1/2", progress=False)

@@ -129,7 +129,7 @@ class RayExecutor(Executor):
         ray = import_ray()
         if not ray.is_initialized():
             options = {"include_dashboard": False, "log_to_driver": True, **self.init_options}
-            ray.init(address=self.address, **options)
+            ray.init(address=self.address or "local", **options)  # "local": a new instance, never a stray cluster
         return ray
 
     def _shape(self, ray: Any) -> tuple[int, float, float]:
