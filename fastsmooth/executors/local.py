@@ -1,6 +1,7 @@
 """The in-process executor: batches are certified one after another in the calling process."""
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -10,7 +11,7 @@ from fastsmooth.executors.work import BatchResult, Evaluable, WorkBatch, certify
 __all__ = ["Executor", "LocalExecutor"]
 
 
-class Executor:
+class Executor(abc.ABC):
     """Runs the certification of a stream of batches.
 
     ``run`` consumes ``batches`` lazily (the driver reads the data set as work is needed) and
@@ -19,9 +20,10 @@ class Executor:
     caller writes them.
     """
 
+    @abc.abstractmethod
     def run(self, smoother: Evaluable, batches: Iterable[WorkBatch], device: torch.device | str | None,
             seed: int | None = None) -> Iterator[tuple[WorkBatch, BatchResult]]:
-        raise NotImplementedError
+        """Certify every batch of ``batches`` with ``smoother`` (``seed``: see :func:`certify_work`)."""
 
     def describe(self) -> str:
         """A short description for messages (e.g. ``in process``, ``4 Ray workers``)."""
