@@ -55,8 +55,11 @@ def check_int(value: object, name: str, low: int, high: int | None = None) -> in
         raise TypeError(f"{name} must be an integer, got {value!r}")
     value = int(value)
     if value < low or (high is not None and value > high):
-        where = f"[{_bound(low)}, {_bound(high)}]" if high is not None else f">= {_bound(low)}"
-        raise ValueError(f"{name} must be {'in ' if high is not None else ''}{where}, got {value}")
+        if high is not None:
+            what = f"in [{_bound(low)}, {_bound(high)}]"
+        else:
+            what = {1: "a positive integer", 0: "a non-negative integer"}.get(low, f"an integer >= {_bound(low)}")
+        raise ValueError(f"{name} must be {what}, got {value}")
     return value
 
 
@@ -79,8 +82,13 @@ def check_real(
     value = float(value)
     inside = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
     if not math.isfinite(value) or not inside:
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+        if low == 0 and high == math.inf:
+            what = "a positive finite number" if low_open else "a non-negative finite number"
+        else:
+            left = "(" if low_open or low == -math.inf else "["
+            right = ")" if high_open or high == math.inf else "]"
+            what = f"a finite number in {left}{low:g}, {high:g}{right}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
     return value
 
 

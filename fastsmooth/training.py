@@ -25,6 +25,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from fastsmooth._validation import check_int, check_real
+
 __all__ = ["TrainConfig", "train", "save_checkpoint", "checkpoint_metadata", "FORMAT"]
 
 FORMAT = "fastsmooth"
@@ -54,11 +56,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "copies"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
+            object.__setattr__(self, name, check_int(getattr(self, name), name, 1))  # a frozen dataclass
+        object.__setattr__(self, "lr", check_real(self.lr, "lr", 0, low_open=True))
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):

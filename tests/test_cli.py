@@ -103,6 +103,11 @@ def test_resume_max_and_skip(column_ckpt, data_file, tmp_path):
     common = ["--checkpoint", str(column_ckpt), "--data", str(data_file), "--output", str(out)]
     assert _certify(*common, "--max", "10") == 0
     assert [r[0] for r in _table(out)] == list(range(10))
+    assert _certify(*common, "--max", "10", "--no-resume") == 0
+    assert _certify(*common) == 2  # another selection: another run, refused
+    assert _certify(*common, "--no-resume") == 0
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:12]))  # a run interrupted after 10 images
     assert _certify(*common) == 0  # resumes: certifies 10..31 only, appends
     assert _table(out) == full
     skipped = tmp_path / "skip.tsv"

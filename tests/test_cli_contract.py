@@ -55,10 +55,11 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "column2": ["--method", "column", "--size", "4", "--train-seed", "1"],
         "gaussian": ["--method", "gaussian", "--sigma", "0.25"],
         "ablation": ["--method", "ablation", "--keep", "45"],
+        "ssn": ["--method", "ssn", "--sigma", "0.25"],
     }.items():
         assert main(["train", *common, *flags, "-o", str(root / f"{name}.pt")]) == 0
     return {"root": root, "data": root / "data.pt", "other": root / "other.pt", "big": root / "big.pt",
-            **{k: root / f"{k}.pt" for k in ("column", "column2", "gaussian", "ablation")}}
+            **{k: root / f"{k}.pt" for k in ("column", "column2", "gaussian", "ablation", "ssn")}}
 
 
 def certify(files, ckpt: str, out: Path, *flags: str) -> subprocess.CompletedProcess:
@@ -97,6 +98,14 @@ def test_seeded_randomized_runs_repeat(files, tmp_path, method):
     assert rows(tmp_path / "a.tsv") == rows(tmp_path / "b.tsv")
     assert read_results(tmp_path / "a.tsv").fingerprint["seed"] == 5
     assert read_results(tmp_path / "c.tsv").fingerprint["seed"] == 0
+
+
+def test_alpha_is_checked_as_given_before_certifying(files):
+    """Item 8: --alpha 2 for SSN reported 'got 1.0' (the halved value), after 'certifying with ...'."""
+    done = fastsmooth("certify", "--checkpoint", str(files["ssn"]), "--data", str(files["data"]), "--alpha", "2",
+                      "--no-progress")
+    user_error(done, "certify", "alpha (two-sided)", "got 2.0")
+    assert "certifying with" not in done.stderr
 
 
 def test_image_size_other_than_the_checkpoints(files, tmp_path):
@@ -184,7 +193,7 @@ def test_corrupted_checkpoint_and_unreadable_data_file(files, tmp_path):
 
 def test_friction(files, tmp_path):
     """Item 12: --max 0 printed a table of nan; `fastsmooth info | head -1` ended in a traceback."""
-    user_error(certify(files, "column", tmp_path / "r.tsv", "--max", "0"), "certify", "max must be >= 1, got 0")
+    user_error(certify(files, "column", tmp_path / "r.tsv", "--max", "0"), "certify", "max must be a positive integer, got 0")
     done = subprocess.run(f"{sys.executable} -m fastsmooth info | head -1", shell=True, capture_output=True, text=True,
                           env=ENV, timeout=240)
     assert done.stdout.startswith("fastsmooth ") and "Traceback" not in done.stderr and "Error" not in done.stderr

@@ -30,7 +30,7 @@ def test_template_is_numpy_stream(seed, levels, shape):
 @pytest.mark.parametrize("sigma,levels", [(0.25, 220), (0.5, 441), (1.0, 883), (3.5, 3091)])
 def test_levels_of_spec(sigma, levels):
     lam, L = dssn_levels(sigma=sigma)
-    assert L == levels and lam == sigma * math.sqrt(3)
+    assert L == levels and lam == sigma / 3**-0.5  # the authors' expression, bit for bit
 
 
 def _spec_split(x: float, v: int, k: int, L: int, q: int, lam: float) -> np.float32:

@@ -36,7 +36,9 @@ class Linear(torch.nn.Module):
 def _linear(distance: float) -> tuple[Linear, torch.Tensor]:
     """A classifier and an image at l2 distance `distance` on class 0's side."""
     w = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))
-    x = torch.rand(SHAPE, generator=torch.Generator().manual_seed(1))
+    # in [0.375, 0.625]: the tests move x by up to 0.6 along the unit normal (at most 0.35 in
+    # any pixel) and stay in [0, 1], as the input contract asks
+    x = 0.375 + 0.25 * torch.rand(SHAPE, generator=torch.Generator().manual_seed(1))
     model = Linear(w, 0.0)
     model.c = distance * float(model.w.norm()) - model.margin(x)
     return model, x

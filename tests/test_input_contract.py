@@ -137,7 +137,7 @@ def test_ssn_alpha_is_checked_before_halving_and_everywhere():
     """Item 8: --alpha 2 reported 'got 1.0'; SSN.certify(alpha=0.9) and SSN(n=0, alpha=5) were accepted."""
     with pytest.raises(ValueError, match=r"alpha \(two-sided\) must be .* \(0, 1\), got 2.0"):
         fastsmooth.SSN(_net(2), 4, sigma=0.25, alpha=2)
-    with pytest.raises(ValueError, match="n must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="n must be a positive integer, got 0"):
         fastsmooth.SSN(_net(2), 4, sigma=0.25, n=0)
     ssn = fastsmooth.SSN(_net(2), 4, sigma=0.25, n0=5, n=20, sided="one")
     with pytest.raises(ValueError, match=r"alpha \(one-sided\) must be .* \(0, 0.5\), got 0.9"):
@@ -170,7 +170,7 @@ def test_range_messages_are_readable():
 
 
 def test_evaluate_max_zero_is_an_error_not_a_table_of_nan():
-    with pytest.raises(ValueError, match="max must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="max must be a positive integer, got 0"):
         fastsmooth.evaluate(SMOOTHERS["column"](), TensorDataset(_images(), torch.zeros(3, dtype=torch.long)), max=0,
                             progress=False)
 

@@ -348,8 +348,10 @@ def test_autocast_changes_only_the_precision_of_the_base_model():
 
 def test_single_image_and_input_errors():
     model = tiny_net(1, 10, seed=0)
-    x = torch.rand(1, 9, 9)
+    x = torch.rand(1, 1, 9, 9)
     assert ColumnSmoothing(model, 10, 3).counts(x).shape == (1, 10)
+    with pytest.raises(ValueError, match=r"4-D .*x\[None\]"):  # one image: a batch of one, as every smoother
+        ColumnSmoothing(model, 10, 3).counts(x[0])
     with pytest.raises(ValueError, match="threshold"):
         ColumnSmoothing(model, 10, 3, threshold=1.5)
     with pytest.raises(ValueError, match="size"):

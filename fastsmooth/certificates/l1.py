@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from fastsmooth._validation import check_int
 from fastsmooth.certificates.counts import top_two
 
 
@@ -20,8 +21,7 @@ def dssn_radius(counts: torch.Tensor, q: int = 255) -> tuple[torch.Tensor, torch
     prediction = argmax (smallest index on ties), r = runner-up (semantics.md §0),
     radius = floor((n_c - n_r - [r < c]) / 2) / q.
     """
-    if isinstance(q, bool) or not isinstance(q, int) or q < 1:
-        raise ValueError(f"q must be a positive integer, got {q!r}")
+    q = check_int(q, "q", 1)
     if counts.is_floating_point() or counts.is_complex():
         raise TypeError(f"counts must hold integers, got dtype {counts.dtype}")
     c, r = top_two(counts)

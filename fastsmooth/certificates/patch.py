@@ -7,9 +7,12 @@ can change at most Delta votes of every class (one per ablation and class, in th
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
+
+from fastsmooth._validation import check_int
 
 from fastsmooth.certificates.counts import top_two
 
@@ -33,18 +36,16 @@ def _check_patch(patch_size: IntOrTensor) -> None:
         if patch_size.is_floating_point() or patch_size.dtype == torch.bool:
             raise TypeError(f"patch_size must hold integers, got dtype {patch_size.dtype}")
         low = int(patch_size.min()) if patch_size.numel() else 1
-    elif isinstance(patch_size, bool) or not isinstance(patch_size, int):
+    elif isinstance(patch_size, bool) or not isinstance(patch_size, numbers.Integral):
         raise TypeError(f"patch_size must be an integer or an integer tensor, got {patch_size!r}")
     else:
-        low = patch_size
+        low = int(patch_size)
     if low < 1:
         raise ValueError(f"patch_size must be >= 1, got {low}")
 
 
 def _check_positive(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+    return check_int(value, name, 1)
 
 
 def band_delta(patch_size: IntOrTensor, size: int) -> IntOrTensor:
@@ -67,8 +68,7 @@ def _multi_delta(patch_size: IntOrTensor, n: int, keep: int, touched: Callable[[
     """C(n, keep) - C(n - a, keep): the keep-subsets of n units that contain one of the a touched units."""
     _check_patch(patch_size)
     _check_positive(n, "n_bands")
-    if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= n:
-        raise ValueError(f"keep must be an integer in [1, {n}], got {keep!r}")
+    keep = check_int(keep, "keep", 1, n)
 
     def one(m: int) -> int:
         a = touched(m)

@@ -8,12 +8,11 @@ way of splitting the samples into chunks (``start`` / ``count``).
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
-from fastsmooth._validation import check_images, check_int, check_out
+from fastsmooth._validation import check_images, check_int, check_out, check_real
 from fastsmooth.ops._dispatch import OpTable, dispatch
 from fastsmooth.ops.gaussian.native import gaussian_noise_native
 from fastsmooth.ops.gaussian.reference import gaussian_noise_reference
@@ -54,9 +53,7 @@ def draw_seed(generator: torch.Generator | None = None, seed: int | None = None)
 
 
 def _check_sigma(sigma: object) -> float:
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
-        raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
-    return float(sigma)
+    return check_real(sigma, "sigma", 0)
 
 
 def gaussian_noise(

@@ -11,8 +11,6 @@ x's dtype; the arithmetic is float32 and identical, bit for bit, on every backen
 from __future__ import annotations
 
 import functools
-import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
