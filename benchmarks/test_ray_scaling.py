@@ -39,7 +39,9 @@ BATCH_IMAGES = 16
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # NoWork travels by value
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
+    # 4 logical CPUs on the 2 cores: the kept pool's two idle actors must not keep the per-run
+    # pool's two from starting (Ray would make them wait for free CPUs forever)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
     yield
     ray.shutdown()
 
