@@ -33,6 +33,7 @@ __all__ = [
     "ResultsError",
     "read_results",
     "header",
+    "columns_for",
     "encode_fingerprint",
     "fingerprint_differences",
     "open_for_run",
