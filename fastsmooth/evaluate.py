@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import math
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
@@ -34,15 +34,15 @@ from fastsmooth.results import (
     read_results,
     smoother_fingerprint,
 )
-from fastsmooth.smoothing.base import Certified
+from fastsmooth.executors import BatchResult, Evaluable, Executor, LocalExecutor, WorkBatch
+from fastsmooth.executors.seeding import image_generator
+from fastsmooth.merge import SHARD_KEY, shard_entry
+from fastsmooth.shards import Shard, parse_shard
 
-__all__ = ["evaluate", "EvaluationSummary", "Row", "Results", "ResultsError", "read_results", "run_fingerprint"]
-
-
-class Evaluable(Protocol):
-    certificate_name: str
-
-    def evaluate_batch(self, x: torch.Tensor) -> Certified: ...
+__all__ = [
+    "evaluate", "summarize", "EvaluationSummary", "Row", "Results", "ResultsError", "read_results", "run_fingerprint",
+    "image_generator",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,11 +187,10 @@ def run_fingerprint(
     }
 
 
-def image_generator(seed: int, index: int) -> torch.Generator:
-    """The generator a seeded run certifies image ``index`` with: a function of (seed, index)
-    only, so rows do not depend on which images share a batch, or on resuming."""
-    digest = hashlib.sha256(f"fastsmooth-image:{seed}:{index}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+def summarize(rows: Sequence[Row], levels: Sequence[float], fingerprint: Mapping[str, Any] | None = None
+              ) -> EvaluationSummary:
+    """Clean and certified accuracy (at ``levels``) of ``rows``, as ``evaluate`` returns them."""
+    return _summary(rows, [check_real(t, "levels entry") for t in levels], dict(fingerprint or {}))
 
 
 def evaluate(
@@ -208,6 +207,8 @@ def evaluate(
     *,
     seed: int | None = None,
     fingerprint: Mapping[str, Any] | None = None,
+    executor: Executor | None = None,
+    shard: Shard | str | tuple[int, int] | None = None,
 ) -> EvaluationSummary:
     """Certify every image of ``data`` with ``smoother`` and summarize.
 
@@ -233,6 +234,13 @@ def evaluate(
     are sent (default: the smoother's ``device``). batch_images: images per
     ``evaluate_batch`` call (the smoother bounds the forward batch itself).
 
+    executor: where the batches are certified: :class:`~fastsmooth.executors.LocalExecutor`
+    (the default, this process) or :class:`~fastsmooth.executors.RayExecutor` (Ray workers);
+    this process alone reads ``data`` and writes ``output``, in data order, whatever the
+    executor. shard: ``"K/N"`` certifies only part K of N of the selected images
+    (:mod:`fastsmooth.shards`); the fingerprint then holds a ``shard`` entry, and
+    :func:`fastsmooth.merge.merge_parts` joins the N parts (map-style data only).
+
     Returns the summary over exactly the selected images (resumed rows included).
     """
     if not hasattr(smoother, "evaluate_batch") or not hasattr(smoother, "certificate_name"):
@@ -247,50 +255,57 @@ def evaluate(
     if device is None:
         device = getattr(smoother, "device", None)
     num_classes = getattr(smoother, "num_classes", None)
+    executor = LocalExecutor() if executor is None else executor
+    if not isinstance(executor, Executor):
+        raise TypeError(f"executor must be a fastsmooth.executors.Executor (LocalExecutor, RayExecutor), "
+                        f"got {type(executor).__name__}")
+    shard = None if shard is None else parse_shard(shard)
 
     length = len(data) if _map_style(data) else None
     if length == 0:
         raise ValueError("data holds no images")
     selected = _selection(skip, max, length)
     data_part, total = _data_fingerprint(data, selected, num_classes)
-    run = {**run_fingerprint(smoother, skip=skip, max=max, seed=seed, device=device, extra=fingerprint), **data_part}
+    run = {**run_fingerprint(smoother, skip=skip, max=max, seed=seed, device=executor.device(device), extra=fingerprint),
+           **data_part}
+    if shard is not None:
+        if total is None:
+            raise ValueError(f"shard={str(shard)!r} needs a map-style data set (with a length and indexing), got "
+                             f"{type(data).__name__}: the parts must know the whole selection")
+        run[SHARD_KEY] = shard_entry(shard, total)
+        total = len(range(shard.index - 1, total, shard.count))
+
+    def in_run(index: int) -> bool | None:
+        """None past the end; else whether this run (this shard of it) certifies the image."""
+        verdict = selected(index)
+        return verdict if not verdict or shard is None else shard.holds(index, skip)
 
     finished: list[Row] = []
     handle = None
     if output is not None:
         finished, handle = open_for_run(output, run, columns_for(smoother.certificate_name), resume)
         try:
-            check_rows(finished, lambda i: bool(selected(i)), output)
+            check_rows(finished, lambda i: bool(in_run(i)), output)
         except ResultsError:
             handle.close()
             raise
     done = {r.index for r in finished}
 
     def wanted(index: int) -> bool | None:
-        verdict = selected(index)
+        verdict = in_run(index)
         return verdict if not verdict else index not in done
 
     rows = list(finished)
     bar = tqdm(total=None if total is None else total - len(done), disable=not progress, desc="certify", unit="img")
-    shape: list[tuple[int, ...]] = []
     try:
-        batch: list[tuple[int, torch.Tensor, int]] = []
-        examples = _examples(data, wanted)
-        while True:
-            item = next(examples, None)
-            if item is not None:
-                index, x, y = item
-                batch.append((index, *check_example(x, y, index, num_classes, shape)))
-            if batch and (item is None or len(batch) == batch_images):
-                new = _certify_batch(smoother, batch, device, seed)
-                rows.extend(new)
-                if handle is not None:
-                    handle.write("".join(r.line() for r in new))
-                    handle.flush()
-                bar.update(len(new))
-                batch = []
-            if item is None:
-                break
+        batches = _batches(_examples(data, wanted), batch_images, num_classes)
+        for batch, result in executor.run(smoother, batches, device, seed):
+            new = _rows(batch, result)
+            rows.extend(new)
+            if handle is not None:
+                handle.write("".join(r.line() for r in new))
+                handle.flush()
+            bar.update(len(new))
     finally:
         bar.close()
         if handle is not None:
@@ -300,24 +315,24 @@ def evaluate(
     return _summary(rows, levels, run)
 
 
-def _certify_batch(
-    smoother: Evaluable, batch: list[tuple[int, torch.Tensor, int]], device: Any, seed: int | None
-) -> list[Row]:
-    x = torch.stack([image for _, image, _ in batch])
-    if device is not None:
-        x = x.to(device)
-    start = time.perf_counter()
-    if seed is not None and getattr(smoother, "randomized", False):
-        # one call per image, each with its own (seed, index) generator
-        parts = [smoother.evaluate_batch(x[i : i + 1], generator=image_generator(seed, index))  # type: ignore[call-arg]
-                 for i, (index, _, _) in enumerate(batch)]
-        result = Certified(torch.cat([p.prediction.cpu() for p in parts]), torch.cat([p.certificate.cpu() for p in parts]))
-    else:
-        result = smoother.evaluate_batch(x)
-    prediction = result.prediction.tolist()  # reading back also waits for the device
-    certificate = result.certificate.tolist()
-    seconds = (time.perf_counter() - start) / len(batch)
+def _batches(examples: Iterator[tuple[int, Any, Any]], size: int, num_classes: int | None) -> Iterator[WorkBatch]:
+    """Consecutive groups of ``size`` checked examples (the last may be smaller), numbered from 0."""
+    group: list[tuple[int, torch.Tensor, int]] = []
+    shape: list[tuple[int, ...]] = []
+    sequence = 0
+    for item in itertools.chain(examples, [None]):
+        if item is not None:
+            index, x, y = item
+            group.append((index, *check_example(x, y, index, num_classes, shape)))
+        if group and (item is None or len(group) == size):
+            yield WorkBatch(sequence, tuple(i for i, _, _ in group), tuple(y for _, _, y in group),
+                            torch.stack([image for _, image, _ in group]))
+            group, sequence = [], sequence + 1
+
+
+def _rows(batch: WorkBatch, result: BatchResult) -> list[Row]:
     return [
-        Row(index, label, int(pred), float(cert), int(pred) == label, seconds)
-        for (index, _, label), pred, cert in zip(batch, prediction, certificate, strict=True)
+        Row(index, label, pred, cert, pred == label, result.seconds_per_image)
+        for index, label, pred, cert in zip(batch.indices, batch.labels, result.prediction, result.certificate,
+                                            strict=True)
     ]
