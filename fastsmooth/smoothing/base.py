@@ -9,6 +9,8 @@ from typing import Literal, NamedTuple, Union
 import torch
 from torch import nn
 
+from fastsmooth.engine import Decider, Run, Work, run
+
 MemoryFormat = Union[Literal["auto"], torch.memory_format]
 _FORMATS = (torch.contiguous_format, torch.channels_last)
 # model -> {(device type, input shape, dtype): its auto memory format}, probed once.
@@ -55,6 +57,19 @@ class Certified(NamedTuple):
 
     prediction: torch.Tensor
     certificate: torch.Tensor
+
+
+class Decided(NamedTuple):
+    """Per-image answers at given levels (``decide_batch``).
+
+    prediction: int64 [B] (-1: abstain, or not decided when the prediction was not asked for).
+    certified: bool [B, L], certified at each level (patch size or radius; prediction != -1).
+    forwards: int64 [B], base-model evaluations the image used (selection samples included).
+    """
+
+    prediction: torch.Tensor
+    certified: torch.Tensor
+    forwards: torch.Tensor
 
 
 class BaseSmoother:
@@ -139,6 +154,15 @@ class BaseSmoother:
                 f"the base model returned shape {tuple(out.shape)}, expected (N, num_classes={self.num_classes})"
             )
         return out.float()
+
+    def run_work(
+        self, work: Work, decider: Decider, slots: list, device: torch.device, forwards_per_write: int = 1
+    ) -> Run:
+        """Run ``work`` through the engine (``fastsmooth.engine.run``) in forwards of <= batch_size.
+        ``last_units`` keeps the units (forward rows) each slot used, int64 [slots]."""
+        result = run(work, decider, slots, self.num_classes, device, self.batch_size, forwards_per_write)
+        self.last_units = result.units
+        return result
 
     def chunks(self, total: int, per_item: int = 1) -> Iterator[range]:
         """Ranges of items such that ``len(range) * per_item <= batch_size`` (at least one item)."""
