@@ -199,7 +199,8 @@ class Sequential:
     A level is certified when ``certificate(lower) >= level`` and given up when
     ``certificate(upper) < level`` (no later look could certify it at this confidence; giving up
     never certifies, so it does not touch validity). ``certificate`` maps p bounds (np.ndarray) to
-    certificates (radii / patch sizes) and must not decrease in p.
+    certificates (radii / patch sizes) and must not decrease in p. ``give_up=False`` never stops
+    an image for a level it cannot certify (it then runs to n_max).
     """
 
     reads_counts = True
@@ -214,8 +215,9 @@ class Sequential:
         slots: int,
         first: int = 100,
         growth: float = 2.0,
+        give_up: bool = True,
     ) -> None:
-        self.n0, self.n_max, self.alpha = n0, n_max, alpha
+        self.n0, self.n_max, self.alpha, self.give_up = n0, n_max, alpha, give_up
         self.levels = np.asarray([float(v) for v in levels], dtype=np.float64)
         self.certificate = certificate
         self.looks = schedule(n_max, first, growth)
@@ -234,27 +236,37 @@ class Sequential:
 
     def update(self, slots: Sequence[int], counts: torch.Tensor | None, units: Sequence[int]) -> list[int | None]:
         assert counts is not None
-        out: list[int | None] = []
+        out: list[int | None] = [None] * len(slots)
+        looking = []  # rows of slots past selection: decided together (one vectorized bound each)
         for i, slot in enumerate(slots):
             if slot not in self.selection:  # the n0 selection samples have run
                 self.selection[slot] = counts[i].clone()
                 self.choice[slot] = counts[i].argmax()  # smallest index on ties
-                out.append(self.n0 + self.looks[0])
-                continue
-            m = int(units[i]) - self.n0
-            hits = int(counts[i, self.choice[slot]] - self.selection[slot][self.choice[slot]])
-            lower = float(clopper_pearson_lower(hits, m, self.level_alpha))
-            upper = float(clopper_pearson_upper(hits, m, self.level_alpha))
-            yes = self.certificate(np.array([lower]))[0] >= self.levels
-            no = self.certificate(np.array([upper]))[0] < self.levels
-            last = m >= self.n_max
-            if last or bool((yes | no).all()):
-                self.prediction[slot] = self.choice[slot]
-                self.certified[slot] = torch.from_numpy(yes)
-                self.p_lower[slot] = lower
-                out.append(None)
+                out[i] = self.n0 + self.looks[0]
             else:
-                out.append(self.n0 + next(t for t in self.looks if t > m))
+                looking.append(i)
+        if not looking:
+            return out
+        chosen = [slots[i] for i in looking]
+        m = np.array([int(units[i]) - self.n0 for i in looking])
+        c = self.choice[chosen]
+        before = torch.stack([self.selection[s] for s in chosen]).gather(1, c[:, None])[:, 0]
+        hits = (counts[looking].gather(1, c[:, None])[:, 0] - before).numpy()
+        lower = clopper_pearson_lower(hits, m, self.level_alpha)
+        upper = clopper_pearson_upper(hits, m, self.level_alpha)
+        yes = self.certificate(lower)[:, None] >= self.levels[None, :]
+        no = self.certificate(upper)[:, None] < self.levels[None, :]
+        if not self.give_up:  # run every image to n_max unless it is certified at every level
+            no[:] = False
+        done = (m >= self.n_max) | (yes | no).all(axis=1)
+        for j, i in enumerate(looking):
+            slot = slots[i]
+            if done[j]:
+                self.prediction[slot] = self.choice[slot]
+                self.certified[slot] = torch.from_numpy(yes[j])
+                self.p_lower[slot] = float(lower[j])
+            else:
+                out[i] = self.n0 + next(t for t in self.looks if t > m[j])
         return out
 
 

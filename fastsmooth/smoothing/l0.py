@@ -15,10 +15,11 @@ from fastsmooth._validation import check_images, check_int
 from fastsmooth.certificates.counts import top_two
 from fastsmooth.certificates.l0 import l0_radius
 from fastsmooth.ops.pixel_ablation import ablate_pixels
-from fastsmooth.engine import Everything, TwoStage
+from fastsmooth.engine import Everything, Sequential, TwoStage
 from fastsmooth.engine.works import SeededWork
 from fastsmooth.ops._philox import seed_from
 from fastsmooth.smoothing.base import BaseSmoother, Certified, Decided, MemoryFormat
+from fastsmooth.smoothing.sequential import decide_sequentially
 from fastsmooth.stats import binomial_pvalue, clopper_pearson_lower
 
 ABSTAIN = -1
@@ -120,6 +121,29 @@ class RandomizedAblation(BaseSmoother):
         radius = torch.from_numpy(l0_radius(p_lower, x.shape[2] * x.shape[3], self.keep))
         prediction = torch.where(radius >= 0, guess.cpu(), torch.full_like(guess.cpu(), ABSTAIN))
         return Certified(prediction, radius.to(torch.float64))
+
+    def decide_batch(
+        self, x: torch.Tensor, levels: Sequence[float], n0: int | None = None, n_max: int | None = None,
+        alpha: float | None = None,
+    ) -> Decided:
+        """Certified or not at each l0 radius of ``levels``, each image stopping as soon as it is
+        decided (``fastsmooth.smoothing.sequential``: n0 samples choose the class, anytime-valid
+        Clopper-Pearson bounds on the estimation samples; false certification <= alpha).
+        Abstains (-1) where radius >= 0 is not shown. Defaults: the instance's n0, n, alpha."""
+        n0 = self.n0 if n0 is None else check_int(n0, "n0", 1, 2**62)
+        n_max = self.n if n_max is None else check_int(n_max, "n_max", 1, 2**62)
+        alpha = self.alpha if alpha is None else _check_alpha(alpha)
+        x = self._images(x)
+        d, work = x.shape[2] * x.shape[3], self._work(x)
+        slots = [(b, b) for b in range(x.shape[0])]
+
+        def execute(decider: Sequential) -> torch.Tensor:
+            return self.run_work(work, decider, slots, x.device).units
+
+        def radius(p: np.ndarray) -> np.ndarray:
+            return l0_radius(p, d, self.keep).astype(np.float64)
+
+        return decide_sequentially(execute, x.shape[0], levels, n0, n_max, alpha, radius, abstains=True)
 
     def evaluate_batch(self, x: torch.Tensor) -> Certified:
         """``certify`` with the instance's n0, n and alpha (the protocol of ``fastsmooth.evaluate``)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -19,10 +20,11 @@ from fastsmooth._validation import check_images
 from fastsmooth.certificates.counts import top_two
 from fastsmooth.certificates.l1 import dssn_radius, randomized_l1_radius
 from fastsmooth.ops.splitting import dssn_levels, dssn_split, ssn_noise, uniform_noise
-from fastsmooth.engine import Everything, Margins, Segment, TwoStage, runs, spread
+from fastsmooth.engine import Everything, Margins, Segment, Sequential, TwoStage, runs, spread
 from fastsmooth.engine.works import SeededWork, top1_votes
 from fastsmooth.ops._philox import seed_from
 from fastsmooth.smoothing.base import BaseSmoother, Certified, Decided, MemoryFormat
+from fastsmooth.smoothing.sequential import decide_sequentially
 from fastsmooth.stats import clopper_pearson_lower
 
 __all__ = ["DSSN", "SSN", "UniformSmoothing"]
@@ -269,6 +271,35 @@ class _RandomizedL1(BaseSmoother):
     def evaluate_batch(self, x: torch.Tensor) -> Certified:
         prediction, radius = self.certify(x)
         return Certified(prediction, radius)
+
+    def decide_batch(
+        self,
+        x: torch.Tensor,
+        levels: Sequence[float],
+        n0: int | None = None,
+        n_max: int | None = None,
+        alpha: float | None = None,
+        sided: str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Decided:
+        """Certified or not at each l1 radius of ``levels`` (radius 2 lambda (p_lower - 1/2) >= level),
+        each image stopping as soon as it is decided (``fastsmooth.smoothing.sequential``).
+        ``alpha`` / ``sided`` as in :meth:`certify`; defaults from the constructor (n_max: n)."""
+        n0 = self.n0 if n0 is None else n0
+        n_max = self.n if n_max is None else n_max
+        alpha = self.alpha if alpha is None else alpha
+        one_sided = alpha / 2 if _sided(self.sided if sided is None else sided) == "two" else alpha
+        x = self._images(x)
+        work = self._work(x, generator)
+        slots = [(b, b) for b in range(x.shape[0])]
+
+        def execute(decider: Sequential) -> torch.Tensor:
+            return self.run_work(work, decider, slots, x.device).units
+
+        def radius(p: np.ndarray) -> np.ndarray:
+            return randomized_l1_radius(p, self.lam).numpy()
+
+        return decide_sequentially(execute, x.shape[0], levels, n0, n_max, one_sided, radius, abstains=False)
 
 
 def _sided(sided: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,10 +31,11 @@ from fastsmooth.certificates.patch import (
     patch_deltas,
     randomized_band_patch_size,
 )
-from fastsmooth.engine import Decider, Everything, Margins, Segment, runs, spread
+from fastsmooth.engine import Decider, Everything, Margins, Segment, Sequential, runs, spread
 from fastsmooth.ops.ablation import ablation_kernel
 from fastsmooth.ops.ablation.masks import KeepMasks, cached_masks
 from fastsmooth.smoothing.base import BaseSmoother, Certified, Decided, MemoryFormat
+from fastsmooth.smoothing.sequential import decide_sequentially
 from fastsmooth.stats import clopper_pearson_lower
 
 Stats = Sequence[float] | torch.Tensor | None
@@ -468,6 +470,11 @@ class RandomizedBandSmoothing(_AblationSmoother):
 
     def _sampled_counts(self, x: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
         """Top-1 counts [B, K] on x's device over n random bands per image."""
+        return self._accumulate(x, n, self._position_masks(x, n, generator))
+
+    def _position_masks(self, x: torch.Tensor, n: int, generator: torch.Generator | None) -> MaskSource:
+        """Masks of n random band positions per image, drawn now on the CPU (unit j of image b is
+        position [b, j], whatever forward it lands in)."""
         length = self._length(x)
         H, W = x.shape[2], x.shape[3]
         every = cached_masks("band", H, W, self.size, 0, self.axis, x.device)
@@ -477,7 +484,7 @@ class RandomizedBandSmoothing(_AblationSmoother):
             chosen = positions[lo:hi, first:end]  # per-image masks: M = number of images
             return KeepMasks(every.rows[0][chosen], every.cols[0][chosen])
 
-        return self._accumulate(x, n, masks_for)
+        return masks_for
 
     def counts(self, x: torch.Tensor, n: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Top-1 votes of ``n`` (default ``self.n``) random bands per image, int64 [B, K] on the CPU."""
@@ -515,6 +522,35 @@ class RandomizedBandSmoothing(_AblationSmoother):
         patch_size = check_int(patch_size, "patch_size", 1, min(x.shape[2], x.shape[3]))
         prediction, p_lower = self._lower_bound(x, n0, n, alpha, generator)
         return prediction, p_lower > 0.5 + band_delta(patch_size, self.size) / self._length(x)
+
+    def decide_batch(
+        self,
+        x: torch.Tensor,
+        levels: Sequence[int],
+        n0: int | None = None,
+        n_max: int | None = None,
+        alpha: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Decided:
+        """Certified or not against each patch size of ``levels``, each image stopping as soon as
+        it is decided (``fastsmooth.smoothing.sequential``). Positions are drawn as in
+        :meth:`counts`: n0 selection bands, then up to ``n_max`` (default n) estimation bands."""
+        x = self._prepare(x)
+        n0 = self.n0 if n0 is None else _check_positive(n0, "n0")
+        n_max = self.n if n_max is None else _check_positive(n_max, "n_max")
+        alpha = self.alpha if alpha is None else self._alpha(alpha)
+        length, largest = self._length(x), min(x.shape[2], x.shape[3])
+        sizes = [check_int(m, "patch_size", 1, largest) for m in levels]
+        masks_for = self._position_masks(x, n0 + n_max, generator)
+
+        def execute(decider: Sequential) -> torch.Tensor:
+            self._accumulate(x, n0 + n_max, masks_for, decider)
+            return self.last_units
+
+        def patch(p: np.ndarray) -> np.ndarray:
+            return randomized_band_patch_size(p, self.size, length, largest).numpy().astype(np.float64)
+
+        return decide_sequentially(execute, x.shape[0], sizes, n0, n_max, alpha, patch, abstains=False)
 
     def certified_patch_size(
         self,
