@@ -128,3 +128,29 @@ def test_loop_counts_do_not_depend_on_batch_size_or_order(batch_size, per_write)
     assert result.units.tolist() == [11] * 5
     assert max(work.forwards) <= batch_size  # memory bounded by batch_size
     assert all(f == batch_size for f in work.forwards[:-1])  # every forward but the last is full
+
+
+def test_autobatch_picks_the_fastest_per_row_and_respects_the_limit():
+    import time
+
+    from fastsmooth.engine.autobatch import fastest
+
+    def forward(n):  # per-row cost least at 256: fixed overhead, then a steep rise past 256
+        time.sleep(0.004 + (1e-5 if n <= 256 else 2e-4) * n)
+
+    assert fastest(forward) == 256
+    assert fastest(forward, limit=100) == 64
+
+
+def test_auto_batch_size_gives_the_same_counts_and_is_remembered():
+    from fastsmooth.engine import autobatch
+    from fastsmooth.smoothing import ColumnSmoothing
+    from test_patch_smoothing import tiny_net
+
+    model = tiny_net(1, 3, seed=0)
+    x = torch.rand(2, 1, 6, 6)
+    auto = ColumnSmoothing(model, 3, 2, batch_size="auto")
+    assert torch.equal(auto.counts(x), ColumnSmoothing(model, 3, 2, batch_size=7).counts(x))
+    assert len(autobatch._chosen[model]) == 1
+    with pytest.raises(ValueError, match="batch_size must be a positive integer or 'auto'"):
+        ColumnSmoothing(model, 3, 2, batch_size="fast")

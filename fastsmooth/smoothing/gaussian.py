@@ -42,6 +42,10 @@ def _positive_int(value: object, name: str) -> int:
     return int(value)
 
 
+def _batch(value: object) -> int | str:
+    return "auto" if value == "auto" else _positive_int(value, "batch_size")
+
+
 def _alpha(alpha: object, high: float) -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < high:
         raise ValueError(f"alpha must be a number in (0, {high}), got {alpha!r}")
@@ -74,7 +78,7 @@ class Smooth(BaseSmoother):
         num_classes: int,
         sigma: float,
         *,
-        batch_size: int = 1000,
+        batch_size: int | str = 1000,
         backend: str = "auto",
         autocast: torch.dtype | None = None,
         memory_format: MemoryFormat = "auto",
@@ -175,7 +179,7 @@ class Smooth(BaseSmoother):
 
     def evaluate_batch(self, x: torch.Tensor) -> Certified:
         """Certify a batch with this smoother's n0, n, alpha and batch_size (for ``fastsmooth.evaluate``)."""
-        return self.certify_batch(x, self.n0, self.n, self.alpha, self.batch_size)
+        return self.certify_batch(x, self.n0, self.n, self.alpha)
 
     def decide_batch(
         self,
@@ -202,7 +206,7 @@ class Smooth(BaseSmoother):
         n0 = self.n0 if n0 is None else _positive_int(n0, "n0")
         n_max = self.n if n_max is None else _positive_int(n_max, "n_max")
         alpha = self.alpha if alpha is None else _alpha(alpha, 0.5)
-        batch = self.batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
+        batch = self.batch_size if batch_size is None else _batch(batch_size)
         if not isinstance(xs, torch.Tensor) or xs.dim() != 4:
             raise ValueError(f"xs must be a 4-D tensor [B, C, H, W], got {getattr(xs, 'shape', type(xs).__name__)}")
         work = _NoiseWork(self, xs, n0 + n_max, draw_seed(generator, seed))
@@ -235,7 +239,7 @@ class Smooth(BaseSmoother):
         if not isinstance(xs, torch.Tensor) or xs.dim() != 4:
             raise ValueError(f"xs must be a 4-D tensor [B, C, H, W], got {getattr(xs, 'shape', type(xs).__name__)}")
         n = _positive_int(n, "n")
-        batch = self.batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
+        batch = self.batch_size if batch_size is None else _batch(batch_size)
         B = xs.shape[0]
         work = _NoiseWork(self, xs, n, draw_seed(generator, seed))
         slots = [(b, b) for b in range(B)]
@@ -246,12 +250,9 @@ class Smooth(BaseSmoother):
         selection = decider.selection.to(xs.device)
         return torch.stack([selection, counts - selection], dim=1)
 
-    def _run(self, work: _NoiseWork, decider: Decider, slots: list, device: torch.device, batch: int) -> Run:
-        saved, self.batch_size = self.batch_size, batch  # a per-call batch size (the authors' API)
-        try:
-            return self.run_work(work, decider, slots, device)
-        finally:
-            self.batch_size = saved
+    def _run(self, work: _NoiseWork, decider: Decider, slots: list, device: torch.device, batch: int | str) -> Run:
+        batch = self.forward_batch(work, slots[0][1]) if batch == "auto" and slots else batch
+        return self.run_work(work, decider, slots, device, batch_size=batch)
 
     @staticmethod
     def _check_image(x: object) -> None:

@@ -14,6 +14,7 @@ early-exit decision).
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -139,10 +140,12 @@ class _AblationSmoother(BaseSmoother):
         """
         B = x.shape[0]
         work = _AblationWork(self, x, masks_for)
+        batch = self.forward_batch(work)
         ablated_bytes = 2 * x[0].numel() * x.element_size()
-        forwards_per_write = max(1, _WRITE_BYTES // (self.batch_size * ablated_bytes))
+        forwards_per_write = max(1, _WRITE_BYTES // (batch * ablated_bytes))
         decider = Everything(total) if decider is None else decider
-        return self.run_work(work, decider, [(b, b) for b in range(B)], x.device, forwards_per_write).counts
+        slots = [(b, b) for b in range(B)]
+        return self.run_work(work, decider, slots, x.device, forwards_per_write, batch).counts
 
 
 class _AblationWork:
@@ -245,8 +248,18 @@ class PatchSmoother(_AblationSmoother, abc.ABC):
         ``predict=False`` stops once the levels are decided (prediction -1 where it was not)."""
         x = self._prepare(x)
         H, W = self._shape(x)
-        sizes = [check_int(m, "patch_size", 1, min(H, W)) for m in levels]
-        return self._decide(x, [2 * int(self.delta(m, H, W)) for m in sizes], predict)
+        total = self.masks(H, W, x.device).count
+        return self._decide(x, [self._level_votes(t, H, W, total) for t in levels], predict)
+
+    def _level_votes(self, level: float, H: int, W: int, total: int) -> int:
+        """The margin (in votes) of "largest certified m >= level": 2 Delta(ceil(level)); 0 (the
+        prediction) for level <= 0; out of reach above min(H, W)."""
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not math.isfinite(level):
+            raise TypeError(f"levels must hold finite numbers (patch sizes), got {level!r}")
+        if level <= 0:
+            return 0
+        m = math.ceil(level)
+        return 2 * int(self.delta(m, H, W)) if m <= min(H, W) else 2 * total + 1
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Argmax of the counts (smallest index on ties), int64 [B]. No abstain.
@@ -540,7 +553,7 @@ class RandomizedBandSmoothing(_AblationSmoother):
         n_max = self.n if n_max is None else _check_positive(n_max, "n_max")
         alpha = self.alpha if alpha is None else self._alpha(alpha)
         length, largest = self._length(x), min(x.shape[2], x.shape[3])
-        sizes = [check_int(m, "patch_size", 1, largest) for m in levels]
+        sizes = [float(m) for m in levels]
         masks_for = self._position_masks(x, n0 + n_max, generator)
 
         def execute(decider: Sequential) -> torch.Tensor:
