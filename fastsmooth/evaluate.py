@@ -81,7 +81,7 @@ def _level_header(levels: Sequence[float]) -> str:
 def read_level_results(path: str | os.PathLike[str], levels: Sequence[float]) -> list[LevelRow]:
     """The complete rows of a level-mode results file (a trailing partial line is ignored)."""
     rows = []
-    for number, fields in _fields(path, 6 + len(levels)):
+    for _, fields in _fields(path, 6 + len(levels)):
         idx, label, pred, *flags, correct, forwards, seconds = fields
         rows.append(LevelRow(int(idx), int(label), int(pred), tuple(f == "1" for f in flags), correct == "1",
                              int(forwards), float(seconds)))
@@ -89,6 +89,7 @@ def read_level_results(path: str | os.PathLike[str], levels: Sequence[float]) ->
 
 
 def _fields(path: str | os.PathLike[str], count: int) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of every complete row; a trailing partial line is ignored."""
     text = Path(path).read_text()
     lines = text.split("\n")[1:]  # the header is checked by evaluate
     if not text.endswith("\n"):
@@ -126,18 +127,8 @@ def _header(certificate_name: str) -> str:
 
 def read_results(path: str | os.PathLike[str]) -> list[Row]:
     """The complete rows of a results file (a trailing partial line, from a crash, is ignored)."""
-    text = Path(path).read_text()
-    lines = text.split("\n")[1:]  # the header is checked by evaluate
-    if not text.endswith("\n"):
-        lines = lines[:-1]
     rows = []
-    for number, line in enumerate(lines, start=2):
-        if not line:
-            continue
-        fields = line.split("\t")
-        if len(fields) != len(COLUMNS):
-            raise ValueError(f"output {str(path)!r} line {number} has {len(fields)} fields, expected {len(COLUMNS)}: {line!r}")
-        idx, label, pred, cert, correct, seconds = fields
+    for _, (idx, label, pred, cert, correct, seconds) in _fields(path, len(COLUMNS)):
         rows.append(Row(int(idx), int(label), int(pred), float(cert), correct == "1", float(seconds)))
     return rows
 

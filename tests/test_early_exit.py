@@ -9,7 +9,7 @@ from torch import nn
 from fastsmooth.certificates import certify_counts
 from fastsmooth.certificates.l1 import dssn_radius
 from fastsmooth.smoothing import DSSN
-from test_patch_smoothing import make, tiny_net
+from test_patch_smoothing import Constant, make, tiny_net
 
 KINDS = [("column", 2, 0), ("row", 3, 0), ("block", 2, 0), ("multi_band", 2, 2), ("multi_block", 2, 2)]
 
@@ -39,15 +39,6 @@ def test_patch_decisions_equal_the_full_enumeration(kind, s, keep, threshold):
             undecided = smoother.decide_batch(x, [2], predict=False)
             assert torch.equal(undecided.certified[:, 0], certified)
             assert bool((undecided.forwards <= smoother.decide_batch(x, [2]).forwards).all())
-
-
-class Constant(nn.Module):
-    def __init__(self, logits):
-        super().__init__()
-        self.register_buffer("value", torch.tensor(logits))
-
-    def forward(self, x):
-        return self.value.expand(x.shape[0], -1)
 
 
 def test_a_unanimous_model_stops_after_the_decisive_ablations():
