@@ -85,7 +85,7 @@ def last_decides(threshold: bool, count: int, seed: int = 0) -> list[tuple[torch
     return found
 
 
-CASES = {mode: last_decides(mode, 60, seed=int(mode)) for mode in (False, True)}
+CASES = {mode: last_decides(mode, 40, seed=int(mode)) for mode in (False, True)}
 
 
 def mismatches(decider_cls, threshold: bool) -> list:
@@ -93,7 +93,7 @@ def mismatches(decider_cls, threshold: bool) -> list:
     bad = []
     gen = random.Random(1 + int(threshold))
     cases = CASES[threshold] + [
-        (random_votes(gen, 7 if threshold else 9, 3, threshold), sorted(gen.sample(range(0, 5), 2))) for _ in range(60)
+        (random_votes(gen, 7 if threshold else 9, 3, threshold), sorted(gen.sample(range(0, 5), 2))) for _ in range(40)
     ]
     for votes, levels in cases:
         T = votes.shape[0]
