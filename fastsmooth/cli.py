@@ -152,6 +152,8 @@ def format_summary(summary: Any, certificate_name: str) -> str:
              f"{certificate_name:>12}  certified accuracy"]
     for level, acc in summary.certified_accuracy.items():
         lines.append(f"{level:>12g}  {acc:.3f}")
+    if getattr(summary, "forwards_per_image", None) is not None:
+        lines.append(f"\nforwards / image: {summary.forwards_per_image:.1f}")
     return "\n".join(lines)
 
 
@@ -296,7 +298,7 @@ def _certify(args: argparse.Namespace) -> int:
     summary = evaluate(smoother, data, levels=_levels(args.levels, method), output=args.output,
                        resume=not args.no_resume, skip=args.skip, max=args.max, device=device,
                        batch_images=args.batch_images, progress=not args.no_progress, seed=seed, fingerprint=run,
-                       executor=executor, shard=args.shard)
+                       executor=executor, shard=args.shard, decide=args.decide)
     print(format_summary(summary, smoother.certificate_name))
     if args.output:
         print(f"\nper-image results: {args.output}")
@@ -543,6 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
     certify.add_argument("--dtype", choices=list(DTYPES), default="float32",
                          help="base model precision; bfloat16 / float16 run it under autocast")
     certify.add_argument("--levels", type=float, nargs="+", help="certificate levels of the summary table")
+    certify.add_argument("--decide", action="store_true",
+                         help="level mode: decide only certified-or-not at each --levels and the prediction, with as "
+                              "few forwards as each image needs (TSV: per-level answers and forwards used)")
     scale = certify.add_argument_group("scaling out (see the README: a multi-GPU machine, a Ray cluster, a job array)")
     scale.add_argument("--ray", nargs="?", const=_LOCAL_RAY, metavar="ADDRESS",
                        help="certify on Ray workers: alone, a local Ray instance on this machine's devices; 'auto' "

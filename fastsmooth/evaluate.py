@@ -8,6 +8,13 @@ batch is shared equally by its images. An interrupted run resumes from the file:
 indices are neither loaded nor recomputed, and the final file holds the same rows as an
 uninterrupted run's (up to the timings). A file of another run (any difference in the
 fingerprint) is refused, never mixed.
+
+Level mode (``decide=True``) asks only "certified at each of ``levels``?" plus the prediction
+(``smoother.decide_batch``: exact early exit or anytime-valid sequential decisions). Its rows
+carry two more kinds of column after the usual six: ``forwards`` (the base-model evaluations
+the image used) and ``certified@<level>`` (0 / 1) per level; the certificate column then holds
+the largest level certified (0 for a patch size, -1 for a radius, when none is). The levels
+are part of the fingerprint, so a level-mode file never resumes into a full-certificate run.
 """
 from __future__ import annotations
 
@@ -37,11 +44,13 @@ from fastsmooth.results import (
 from fastsmooth.executors import BatchResult, Evaluable, Executor, LocalExecutor, WorkBatch
 from fastsmooth.executors.seeding import image_generator
 from fastsmooth.merge import SHARD_KEY, shard_entry
+
+DECIDE_KEY = "decide"  # the fingerprint entry of level mode: the levels decided
 from fastsmooth.shards import Shard, parse_shard
 
 __all__ = [
     "evaluate", "summarize", "EvaluationSummary", "Row", "Results", "ResultsError", "read_results", "run_fingerprint",
-    "image_generator",
+    "image_generator", "level_columns",
 ]
 
 
@@ -60,6 +69,7 @@ class EvaluationSummary:
     seconds_per_image: float
     rows: tuple[Row, ...]
     fingerprint: dict[str, Any] = dataclasses.field(default_factory=dict)
+    forwards_per_image: float | None = None  # level mode: mean base-model evaluations per image
 
 
 def _map_style(data: Any) -> bool:
@@ -142,10 +152,30 @@ def _data_fingerprint(
     return {"data_sha256": digest.hexdigest(), "data_kind": type(data).__name__}, count
 
 
+FORWARDS = "forwards"
+CERTIFIED_AT = "certified@"
+
+
+def level_columns(levels: Sequence[float]) -> list[str]:
+    """The columns level mode writes after the usual six: forwards used, then one 0 / 1 per level."""
+    return [FORWARDS, *(f"{CERTIFIED_AT}{t:g}" for t in levels)]
+
+
 def _summary(rows: Sequence[Row], levels: Sequence[float], fingerprint: dict[str, Any]) -> EvaluationSummary:
     count = len(rows)
     correct = [r for r in rows if r.correct]
-    certified = {float(t): (sum(r.certificate >= t for r in correct) / count if count else math.nan) for t in levels}
+    decided = fingerprint.get(DECIDE_KEY)
+    if decided is not None:  # level mode: the per-level answers, as decided (levels not decided: NaN)
+        where = {float(t): k for k, t in enumerate(decided)}
+        certified = {
+            float(t): (sum(r.extra[1 + where[float(t)]] == "1" for r in correct) / count if count and float(t) in where
+                       else math.nan)
+            for t in levels
+        }
+        forwards = sum(int(r.extra[0]) for r in rows) / count if count else math.nan
+    else:
+        certified = {float(t): (sum(r.certificate >= t for r in correct) / count if count else math.nan) for t in levels}
+        forwards = None
     return EvaluationSummary(
         count=count,
         clean_accuracy=len(correct) / count if count else math.nan,
@@ -153,6 +183,7 @@ def _summary(rows: Sequence[Row], levels: Sequence[float], fingerprint: dict[str
         seconds_per_image=sum(r.seconds for r in rows) / count if count else math.nan,
         rows=tuple(sorted(rows, key=lambda r: r.index)),
         fingerprint=fingerprint,
+        forwards_per_image=forwards,
     )
 
 
@@ -209,6 +240,7 @@ def evaluate(
     fingerprint: Mapping[str, Any] | None = None,
     executor: Executor | None = None,
     shard: Shard | str | tuple[int, int] | None = None,
+    decide: bool = False,
 ) -> EvaluationSummary:
     """Certify every image of ``data`` with ``smoother`` and summarize.
 
@@ -241,6 +273,10 @@ def evaluate(
     (:mod:`fastsmooth.shards`); the fingerprint then holds a ``shard`` entry, and
     :func:`fastsmooth.merge.merge_parts` joins the N parts (map-style data only).
 
+    decide: level mode (see the module docstring): ``smoother.decide_batch(x, levels)`` decides
+    each level and the prediction with as few forwards as they need; ``levels`` is required,
+    and the summary reports the decided answers and the forwards used per image.
+
     Returns the summary over exactly the selected images (resumed rows included).
     """
     if not hasattr(smoother, "evaluate_batch") or not hasattr(smoother, "certificate_name"):
@@ -260,6 +296,11 @@ def evaluate(
         raise TypeError(f"executor must be a fastsmooth.executors.Executor (LocalExecutor, RayExecutor), "
                         f"got {type(executor).__name__}")
     shard = None if shard is None else parse_shard(shard)
+    if decide:
+        if not hasattr(smoother, "decide_batch"):
+            raise TypeError(f"decide=True needs a smoother with decide_batch, got {type(smoother).__name__}")
+        if not levels:
+            raise ValueError("decide=True needs the levels to decide, got levels=[]; pass e.g. levels=[0.25, 0.5]")
 
     length = len(data) if _map_style(data) else None
     if length == 0:
@@ -268,6 +309,8 @@ def evaluate(
     data_part, total = _data_fingerprint(data, selected, num_classes)
     run = {**run_fingerprint(smoother, skip=skip, max=max, seed=seed, device=executor.device(device), extra=fingerprint),
            **data_part}
+    if decide:
+        run[DECIDE_KEY] = levels
     if shard is not None:
         if total is None:
             raise ValueError(f"shard={str(shard)!r} needs a map-style data set (with a length and indexing), got "
@@ -283,7 +326,8 @@ def evaluate(
     finished: list[Row] = []
     handle = None
     if output is not None:
-        finished, handle = open_for_run(output, run, columns_for(smoother.certificate_name), resume)
+        extra = level_columns(levels) if decide else ()
+        finished, handle = open_for_run(output, run, columns_for(smoother.certificate_name, extra), resume)
         try:
             check_rows(finished, lambda i: bool(in_run(i)), output)
         except ResultsError:
@@ -298,7 +342,7 @@ def evaluate(
     rows = list(finished)
     bar = tqdm(total=None if total is None else total - len(done), disable=not progress, desc="certify", unit="img")
     try:
-        batches = _batches(_examples(data, wanted), batch_images, num_classes)
+        batches = _batches(_examples(data, wanted), batch_images, num_classes, tuple(levels) if decide else None)
         for batch, result in executor.run(smoother, batches, device, seed):
             new = _rows(batch, result)
             rows.extend(new)
@@ -315,8 +359,11 @@ def evaluate(
     return _summary(rows, levels, run)
 
 
-def _batches(examples: Iterator[tuple[int, Any, Any]], size: int, num_classes: int | None) -> Iterator[WorkBatch]:
-    """Consecutive groups of ``size`` checked examples (the last may be smaller), numbered from 0."""
+def _batches(
+    examples: Iterator[tuple[int, Any, Any]], size: int, num_classes: int | None, levels: tuple[float, ...] | None
+) -> Iterator[WorkBatch]:
+    """Consecutive groups of ``size`` checked examples (the last may be smaller), numbered from 0;
+    ``levels``: decide these levels (level mode) instead of certifying."""
     group: list[tuple[int, torch.Tensor, int]] = []
     shape: list[tuple[int, ...]] = []
     sequence = 0
@@ -326,13 +373,14 @@ def _batches(examples: Iterator[tuple[int, Any, Any]], size: int, num_classes: i
             group.append((index, *check_example(x, y, index, num_classes, shape)))
         if group and (item is None or len(group) == size):
             yield WorkBatch(sequence, tuple(i for i, _, _ in group), tuple(y for _, _, y in group),
-                            torch.stack([image for _, image, _ in group]))
+                            torch.stack([image for _, image, _ in group]), levels)
             group, sequence = [], sequence + 1
 
 
 def _rows(batch: WorkBatch, result: BatchResult) -> list[Row]:
+    extra = result.extra or ((),) * len(batch)
     return [
-        Row(index, label, pred, cert, pred == label, result.seconds_per_image)
-        for index, label, pred, cert in zip(batch.indices, batch.labels, result.prediction, result.certificate,
-                                            strict=True)
+        Row(index, label, pred, cert, pred == label, result.seconds_per_image, more)
+        for index, label, pred, cert, more in zip(batch.indices, batch.labels, result.prediction, result.certificate,
+                                                  extra, strict=True)
     ]

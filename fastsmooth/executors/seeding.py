@@ -15,14 +15,13 @@ image's samples do not fill a forward pass (n below ``batch_size``); the papers'
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from fastsmooth.smoothing.base import Certified
 
-__all__ = ["image_generator", "is_randomized", "certify_seeded"]
+__all__ = ["image_generator", "is_randomized", "per_image_seeded"]
 
 
 def is_randomized(smoother: Any) -> bool:
@@ -37,12 +36,13 @@ def image_generator(seed: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
-def certify_seeded(smoother: Any, x: torch.Tensor, indices: Sequence[int], seed: int) -> Certified:
-    """``evaluate_batch`` image by image, image ``indices[j]`` with ``image_generator(seed, indices[j])``."""
+def per_image_seeded(certify: Callable[..., Any], x: torch.Tensor, indices: Sequence[int], seed: int) -> Any:
+    """``certify(x)`` image by image, image ``indices[j]`` with ``generator=image_generator(seed,
+    indices[j])``; the per-image results (a NamedTuple of tensors: ``Certified``, ``Decided``)
+    are joined along the batch axis."""
     if len(indices) != x.shape[0]:
         raise ValueError(f"indices has {len(indices)} entries for a batch of {x.shape[0]} images")
-    parts = [smoother.evaluate_batch(x[j : j + 1], generator=image_generator(seed, index))
-             for j, index in enumerate(indices)]
-    if not parts:
-        return Certified(torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.float64))
-    return Certified(torch.cat([p.prediction.cpu() for p in parts]), torch.cat([p.certificate.cpu() for p in parts]))
+    if not indices:  # an empty batch: the smoother's own empty result
+        return certify(x)
+    parts = [certify(x[j : j + 1], generator=image_generator(seed, index)) for j, index in enumerate(indices)]
+    return type(parts[0])(*(torch.cat([getattr(p, name).cpu() for p in parts]) for name in parts[0]._fields))

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 import torch
 
-from fastsmooth.executors.seeding import certify_seeded, is_randomized
-from fastsmooth.smoothing.base import Certified
+from fastsmooth.executors.seeding import is_randomized, per_image_seeded
+from fastsmooth.smoothing.base import Certified, Decided
 
 __all__ = ["Evaluable", "WorkBatch", "BatchResult", "certify_work"]
 
@@ -32,13 +32,15 @@ class WorkBatch:
     """Images to certify: ``images[j]`` is image ``indices[j]`` of the data set, labelled ``labels[j]``.
 
     ``sequence`` numbers the batches of one run from 0, so that results that come back out of
-    order (from several workers) can be put back in data order.
+    order (from several workers) can be put back in data order. ``levels``: level mode, decide
+    only these levels (``smoother.decide_batch``) instead of certifying.
     """
 
     sequence: int
     indices: tuple[int, ...]
     labels: tuple[int, ...]
     images: torch.Tensor  # [B, C, H, W]
+    levels: tuple[float, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -46,12 +48,16 @@ class WorkBatch:
 
 @dataclasses.dataclass(frozen=True)
 class BatchResult:
-    """The answers for one :class:`WorkBatch`, image by image, and the seconds it took per image."""
+    """The answers for one :class:`WorkBatch`, image by image, and the seconds it took per image.
+
+    ``extra``: level mode's further columns per image (forwards used, then 0 / 1 per level);
+    empty otherwise."""
 
     sequence: int
     prediction: tuple[int, ...]
     certificate: tuple[float, ...]
     seconds_per_image: float
+    extra: tuple[tuple[str, ...], ...] = ()
 
 
 def certify_work(smoother: Evaluable, batch: WorkBatch, device: torch.device | str | None,
@@ -64,8 +70,10 @@ def certify_work(smoother: Evaluable, batch: WorkBatch, device: torch.device | s
     """
     x = batch.images if device is None else batch.images.to(device)
     start = time.perf_counter()
+    if batch.levels is not None:
+        return _decide_work(smoother, batch, x, seed, start)
     if seed is not None and is_randomized(smoother):
-        result = certify_seeded(smoother, x, batch.indices, seed)
+        result = per_image_seeded(smoother.evaluate_batch, x, batch.indices, seed)
     else:
         result = smoother.evaluate_batch(x)
     prediction = result.prediction.tolist()  # reading back also waits for the device
@@ -75,6 +83,35 @@ def certify_work(smoother: Evaluable, batch: WorkBatch, device: torch.device | s
         raise ValueError(f"{type(smoother).__name__}.evaluate_batch returned {len(prediction)} predictions and "
                          f"{len(certificate)} certificates for a batch of {len(batch)} images")
     return BatchResult(batch.sequence, tuple(int(p) for p in prediction), tuple(float(c) for c in certificate), seconds)
+
+
+def _decide_work(smoother: Any, batch: WorkBatch, x: torch.Tensor, seed: int | None, start: float) -> BatchResult:
+    """Level mode: ``decide_batch`` at ``batch.levels``. The certificate column holds the largest
+    level certified (0 for a patch size, -1 for a radius, where none is)."""
+    levels = batch.levels
+
+    def decide(images: torch.Tensor, **generator: Any) -> Decided:
+        return smoother.decide_batch(images, levels, **generator)
+
+    if seed is not None and is_randomized(smoother):
+        result = per_image_seeded(decide, x, batch.indices, seed)
+    else:
+        result = decide(x)
+    prediction = result.prediction.tolist()
+    certified = result.certified.tolist()
+    forwards = result.forwards.tolist()
+    seconds = (time.perf_counter() - start) / max(1, len(batch))
+    if len(prediction) != len(batch):
+        raise ValueError(f"{type(smoother).__name__}.decide_batch returned {len(prediction)} predictions for a batch of "
+                         f"{len(batch)} images")
+    none = 0.0 if getattr(smoother, "certificate_name", "") == "patch_size" else -1.0
+    certificate, extra = [], []
+    for pred, flags, used in zip(prediction, certified, forwards, strict=True):
+        flags = [bool(f) and pred != -1 for f in flags]
+        certificate.append(max([t for t, f in zip(levels, flags) if f], default=none))
+        extra.append((str(int(used)), *(str(int(f)) for f in flags)))
+    return BatchResult(batch.sequence, tuple(int(p) for p in prediction), tuple(float(c) for c in certificate), seconds,
+                       tuple(extra))
 
 
 def move_smoother(smoother: Any, device: torch.device) -> Any:

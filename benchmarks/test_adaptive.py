@@ -1,0 +1,130 @@
+"""Adaptive certification against fixed budgets, on networks trained on the demo digits.
+
+- Gaussian smoothing (sigma 0.25 / 0.5; network trained with that noise, cached): fixed
+  n = 10,000 (100,000 with FASTSMOOTH_BENCH_PAPER=1) against the sequential decision at
+  radii 0.25 / 0.5 / 0.75 (same n0 = 100, alpha = 0.001, n_max = n).
+- Column smoothing (the demo's s = 2 network, theta = 0.3) at a 5 x 5 patch: full enumeration
+  (``counts`` then the certificate) against exact early exit (``certify``).
+
+Each row records forwards per image and certified accuracy of both roles in ``extra_info``;
+the roles' times come from the same interleaved rounds.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import fastsmooth
+from conftest import quick, run
+from fastsmooth import methods
+from fastsmooth.certificates import certify_counts
+from fastsmooth.data import demo_mnist
+from fastsmooth.demo import RECIPE, THRESHOLD, cache_dir
+from fastsmooth.models import build, load_checkpoint
+from fastsmooth.training import TrainConfig, save_checkpoint, train
+
+N = 10_000 if quick() else 100_000
+IMAGES = 12 if quick() else 500
+RADII = (0.25, 0.5, 0.75)
+
+
+def _gaussian_model(sigma: float) -> torch.nn.Module:
+    """The MNIST CNN trained with Gaussian noise of ``sigma`` on the demo's training digits (cached)."""
+    config = TrainConfig(epochs=4, lr=2e-3, batch_size=128, copies=2, optimizer="adam", seed=0)
+    path = cache_dir() / f"bench-gaussian-s{sigma}-e{config.epochs}-c{config.copies}-seed{config.seed}.pt"
+    torch.manual_seed(0)
+    model = build("mnist_cnn", in_channels=1, num_classes=10)
+    if path.is_file():
+        load_checkpoint(model, path)
+        return model.eval()
+    train_set, _ = demo_mnist(RECIPE.holdout, RECIPE.split_seed)
+    method = methods.get("gaussian")
+    hp = methods.resolve(method, {"sigma": sigma}, (1, 28, 28))
+    train(model, train_set, method.noise(hp, "image"), config, progress=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, model, method="gaussian", hyperparameters=hp, arch="mnist_cnn", in_channels=1,
+                    num_classes=10, image_shape=(1, 28, 28))
+    return model.eval()
+
+
+def _column_model() -> torch.nn.Module:
+    """The demo's column network (s = 2) if ``fastsmooth demo`` has cached it, else a shorter
+    training of the same recipe (4 epochs), cached too."""
+    path = cache_dir() / f"demo-column-s{RECIPE.size}-{RECIPE.key()}.pt"
+    short = dataclasses.replace(RECIPE, epochs=4)
+    model = build("mnist_cnn", in_channels=2, num_classes=10)
+    for candidate in (path, cache_dir() / f"bench-column-s{RECIPE.size}-{short.key()}.pt"):
+        if candidate.is_file():
+            load_checkpoint(model, candidate)
+            return model.eval()
+    train_set, _ = demo_mnist(RECIPE.holdout, RECIPE.split_seed)
+    method = methods.get("column")
+    hp = methods.resolve(method, {"size": RECIPE.size, "threshold": THRESHOLD}, (1, 28, 28))
+    torch.manual_seed(short.train_seed)
+    model = build("mnist_cnn", in_channels=2, num_classes=10)
+    config = TrainConfig(epochs=short.epochs, lr=short.lr, batch_size=short.batch_size, copies=short.copies,
+                         optimizer=short.optimizer, seed=short.train_seed)
+    train(model, train_set, method.noise(hp, short.per), config, progress=False)
+    save_checkpoint(candidate, model, method="column", hyperparameters=hp, arch="mnist_cnn", in_channels=2,
+                    num_classes=10, image_shape=(1, 28, 28))
+    return model.eval()
+
+
+def _held_out(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    _, test_set = demo_mnist(RECIPE.holdout, RECIPE.split_seed)
+    x, y = test_set.tensors
+    return x[:count], y[:count]
+
+
+@pytest.mark.parametrize("sigma", [0.25, 0.5])
+def test_gaussian_sequential_against_fixed_n(benchmark, sigma):
+    model = _gaussian_model(sigma)
+    x, y = _held_out(IMAGES)
+    smooth = fastsmooth.Smooth(model, 10, sigma, batch_size=1000)
+    out = {}
+
+    def fixed():
+        result = smooth.certify_batch(x, 100, N, 0.001, seed=1)
+        ok = result.prediction == y
+        out["fixed"] = ([float((ok & (result.certificate >= r)).float().mean()) for r in RADII], 100 + N)
+
+    def sequential(levels):
+        def decide():
+            result = smooth.decide_batch(x, levels, n0=100, n_max=N, alpha=0.001, seed=1)
+            ok = result.prediction == y
+            out[f"sequential at {levels}"] = (
+                [float((ok & result.certified[:, k]).float().mean()) for k in range(len(levels))],
+                float(result.forwards.float().mean()),
+            )
+
+        return decide
+
+    # one decision per radius (the question "certified at r?"), and all three at once
+    roles = {f"sequential r={r}": sequential((r,)) for r in RADII}
+    roles["sequential, all radii"] = sequential(RADII)
+    run(benchmark, fixed, group=f"adaptive Gaussian, demo digits, sigma={sigma}, {IMAGES} images",
+        role=f"fixed n={N}", rounds=1, primary=True, warmup=False, interleaved=roles)
+    benchmark.extra_info.update(radii=RADII, results=out)
+    print(sigma, out)
+
+
+def test_column_early_exit_against_full_enumeration(benchmark):
+    model = _column_model()
+    x, y = _held_out(200 if quick() else 1000)
+    smoother = fastsmooth.ColumnSmoothing(model.eval(), 10, RECIPE.size, threshold=THRESHOLD, batch_size=1000)
+    out = {}
+
+    def full():
+        prediction, certified = certify_counts(smoother.counts(x), smoother.delta(5, 28, 28))
+        out["full"] = (float((certified & (prediction == y)).float().mean()), 28.0)
+
+    def early():
+        prediction, certified = smoother.certify(x, 5)
+        out["early"] = (float((certified & (prediction == y)).float().mean()), float(smoother.last_units.float().mean()))
+
+    run(benchmark, full, group="column early exit, demo digits, 5x5", role="full enumeration", rounds=3,
+        primary=True, interleaved={"early exit": early})
+    benchmark.extra_info.update(results=out)
+    print(out)
