@@ -21,6 +21,9 @@ from fastsmooth.smoothing import (
     RowSmoothing,
     Smooth,
     UniformSmoothing,
+    ViTBlockSmoothing,
+    ViTColumnSmoothing,
+    ViTRowSmoothing,
 )
 
 __version__ = "0.1.0"
@@ -45,6 +48,9 @@ __all__ = [
     "DSSN",
     "SSN",
     "UniformSmoothing",
+    "ViTColumnSmoothing",
+    "ViTRowSmoothing",
+    "ViTBlockSmoothing",
     "l0_delta",
     "l0_radius",
     "__version__",

@@ -1,0 +1,241 @@
+"""Smoothed vision transformers: column / row / block smoothing with token dropping (semantics.md §6).
+
+The ablations, votes and certificates are those of the patch smoothers (``smoothing/patch.py``);
+what changes is the base classifier's input. A :class:`~fastsmooth.models.vit.TokenViT` gets
+only the tokens whose patch holds a retained pixel, written by the fused op
+``fastsmooth.ops.ablate_tokens`` straight from the image batch (ablation, normalization and
+patch extraction in one pass), and embeds them with one matmul.
+
+How forwards are formed: the kept tokens of every ablation follow from its band / block start
+(``ops.tokens.geometry``); ablations are grouped by their number of kept tokens K (column
+smoothing, s = 19, 16 x 16 patches on 224 x 224: K = 28 or 42), and a forward holds samples of
+one group only, so its batch is a dense [N, K, E] tensor. Within a group, whole images share
+a forward when all their ablations fit in ``batch_size``, otherwise one image's ablations are
+split in chunks. The cost: one forward per group and chunk instead of one per chunk, i.e. at
+most one partly filled forward more per group (two groups for bands, up to four for blocks).
+
+The per-forward steps are functions (:func:`token_inputs`, :func:`token_votes`) so a shared
+engine can call them; :meth:`_ViTTokens._count` is the loop that runs them.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from fastsmooth.models.vit import TokenViT
+from fastsmooth.ops.ablation.masks import KeepMasks
+from fastsmooth.ops.tokens import NORMALIZE_MODES, tokens_kernel
+from fastsmooth.ops.tokens.geometry import TokenSets, band_tokens, block_tokens, group_by_count
+from fastsmooth._validation import check_stats
+from fastsmooth.smoothing.patch import BlockSmoothing, ColumnSmoothing, RowSmoothing
+
+Stats = Sequence[float] | torch.Tensor | None
+
+__all__ = ["ViTColumnSmoothing", "ViTRowSmoothing", "ViTBlockSmoothing", "token_inputs", "token_votes", "TokenGroup"]
+
+
+class TokenGroup:
+    """Ablations of one kept-token count K: their indices in the smoother's order, their masks
+    and their kept tokens [P_k, K] (on the model's device)."""
+
+    def __init__(self, members: torch.Tensor, masks: KeepMasks, tokens: torch.Tensor) -> None:
+        self.members, self.masks, self.tokens = members, masks, tokens
+
+    @property
+    def count(self) -> int:
+        return self.tokens.shape[0]
+
+    def slice(self, first: int, end: int) -> TokenGroup:
+        """Ablations first .. end - 1 of the group."""
+        masks = KeepMasks(self.masks.rows[:, first:end], self.masks.cols[:, first:end])
+        return TokenGroup(self.members[first:end], masks, self.tokens[first:end])
+
+
+def token_inputs(
+    x: torch.Tensor, group: TokenGroup, patch: tuple[int, int], mean: torch.Tensor | None,
+    std: torch.Tensor | None, normalize: str, kernel, out: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model input of images ``x`` under every ablation of ``group``: (pixels [B * P_k, K, E]
+    written into ``out``, token index [B * P_k, K]), image-major."""
+    pixels = kernel(x, group.masks, group.tokens[None], patch, mean, std, normalize == "after", out=out)
+    index = group.tokens.repeat(x.shape[0], 1)
+    return pixels, index
+
+
+def token_votes(smoother: _ViTTokens, pixels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Votes [N, num_classes] (int64) of one forward of the token ViT."""
+    model = smoother.model
+    smoother._eval()
+    with torch.inference_mode():
+        if smoother.autocast is None:
+            logits = model.forward_tokens(pixels, index)
+        else:
+            with torch.autocast(pixels.device.type, dtype=smoother.autocast):
+                logits = model.forward_tokens(pixels, index)
+    if logits.dim() != 2 or logits.shape[1] != smoother.num_classes:
+        raise ValueError(f"the ViT returned shape {tuple(logits.shape)}, expected (N, num_classes={smoother.num_classes})")
+    return smoother._votes(logits.float())
+
+
+class _ViTTokens:
+    """Token-dropping forwards for a patch smoother whose base model is a TokenViT."""
+
+    def _init_vit(self, model: nn.Module, normalize: str, drop_tokens: bool | None) -> None:
+        if not isinstance(model, TokenViT):
+            raise TypeError(
+                f"model must be a fastsmooth.models.vit.TokenViT (build one with fastsmooth.models.build('vit_...') "
+                f"or TokenViT(timm_vit)), got {type(model).__name__}"
+            )
+        if normalize not in NORMALIZE_MODES:
+            raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
+        if drop_tokens is not None and not isinstance(drop_tokens, bool):
+            raise TypeError(f"drop_tokens must be a bool or None (the model's setting), got {drop_tokens!r}")
+        self.normalize = normalize
+        self.drop_tokens = model.drop_tokens if drop_tokens is None else drop_tokens
+
+    def token_sets(self, height: int, width: int) -> TokenSets:
+        """Kept tokens of every ablation, in the smoother's ablation order."""
+        raise NotImplementedError
+
+    def _check_image(self, H: int, W: int) -> None:
+        if (H, W) != self.model.image_size:
+            raise ValueError(
+                f"the ViT takes {self.model.image_size[0]} x {self.model.image_size[1]} images, got {H} x {W} "
+                "(build it with img_size= the image size; fastsmooth does not resize)"
+            )
+
+    def groups(self, height: int, width: int, device: torch.device) -> list[TokenGroup]:
+        """The ablations grouped by kept-token count (one group of all tokens without dropping)."""
+        return _groups(self, height, width, device)
+
+    def _count(self, x: torch.Tensor) -> torch.Tensor:
+        """Counts [B, K] on the CPU over every ablation, forwards grouped by kept-token count."""
+        B, _, H, W = x.shape
+        self._check_image(H, W)
+        counts = torch.zeros(B, self.num_classes, dtype=torch.int64, device=x.device)
+        mean, std = check_stats(self.mean, self.std, x)
+        kernel = tokens_kernel(self.backend, x.device)
+        patch = self.model.patch
+        E = x.shape[1] * patch[0] * patch[1]
+        for group in self.groups(H, W, x.device):
+            K = group.tokens.shape[1]
+            for lo, hi, part in _forwards(B, group, self.batch_size):
+                n = (hi - lo) * part.count
+                out = self._token_buffer(n * K * E, x).view(n, K, E)
+                pixels, index = token_inputs(x[lo:hi], part, patch, mean, std, self.normalize, kernel, out)
+                votes = token_votes(self, pixels, index)
+                counts[lo:hi] += votes.view(hi - lo, part.count, -1).sum(dim=1)
+        return counts.cpu()
+
+    def _token_buffer(self, numel: int, x: torch.Tensor) -> torch.Tensor:
+        buf = getattr(self, "_tokens", None)
+        if buf is None or buf.numel() < numel or buf.dtype != x.dtype or buf.device != x.device:
+            buf = self._tokens = torch.empty(numel, dtype=x.dtype, device=x.device)
+        return buf[:numel]
+
+
+def _forwards(B: int, group: TokenGroup, batch_size: int) -> Iterator[tuple[int, int, TokenGroup]]:
+    """(first image, end image, ablations) of each forward: whole images when a group fits."""
+    if group.count <= batch_size:
+        step = batch_size // group.count
+        for lo in range(0, B, step):
+            yield lo, min(B, lo + step), group
+    else:
+        for b in range(B):
+            for first in range(0, group.count, batch_size):
+                yield b, b + 1, group.slice(first, min(group.count, first + batch_size))
+
+
+def _groups(smoother: _ViTTokens, H: int, W: int, device: torch.device) -> list[TokenGroup]:
+    masks = smoother.masks(H, W, device)
+    key = (type(smoother).__name__, smoother.size, getattr(smoother, "axis", ""), H, W, smoother.model.patch,
+           smoother.drop_tokens)
+    return _cached_groups(key, smoother, masks, device)
+
+
+def _cached_groups(key: tuple, smoother: _ViTTokens, masks: KeepMasks, device: torch.device) -> list[TokenGroup]:
+    cache = _GROUP_CACHE.setdefault(device, {})
+    if key not in cache:
+        _, _, _, H, W, patch, drop = key
+        P = masks.count
+        if drop:
+            pairs = group_by_count(smoother.token_sets(H, W))
+        else:
+            every = torch.arange((H // patch[0]) * (W // patch[1]))
+            pairs = [(torch.arange(P), every.expand(P, -1).contiguous())]
+        cache[key] = [
+            TokenGroup(members.to(device), KeepMasks(masks.rows[:, members.to(masks.rows.device)].contiguous(),
+                                                     masks.cols[:, members.to(masks.cols.device)].contiguous()),
+                       tokens.to(device))
+            for members, tokens in pairs
+        ]
+    return cache[key]
+
+
+_GROUP_CACHE: dict[torch.device, dict[tuple, list[TokenGroup]]] = {}
+
+
+def _vit_init(cls):
+    """Give a patch smoother class the ViT constructor: (model, num_classes, size, ..., normalize, drop_tokens)."""
+
+    @functools.wraps(cls.__init__)
+    def __init__(
+        self,
+        model: TokenViT,
+        num_classes: int,
+        size: int,
+        threshold: float | None = None,
+        mean: Stats = None,
+        std: Stats = None,
+        batch_size: int = 1000,
+        backend: str = "auto",
+        autocast: torch.dtype | None = None,
+        normalize: str = "after",
+        drop_tokens: bool | None = None,
+        **kwargs,
+    ) -> None:
+        cls.__bases__[1].__init__(self, model, num_classes, size, threshold, mean, std, batch_size, backend, autocast,
+                                  torch.contiguous_format, **kwargs)
+        self._init_vit(model, normalize, drop_tokens)
+
+    cls.__init__ = __init__
+    return cls
+
+
+_DOC = """
+
+    The base model is a :class:`~fastsmooth.models.vit.TokenViT` built at the image size; it
+    sees C channels (semantics.md §6), normalized with ``mean`` / ``std`` ``"after"`` ablation
+    (ablated pixels ``-mean / std``, the authors' code) or ``"before"`` it (ablated pixels 0,
+    ART's salman2021 path). ``drop_tokens`` (default: the model's) runs the ViT on the kept
+    tokens only; False gives it every token. ``threshold=None`` (the default) gives one vote
+    to the argmax, as the papers' ViT code does. Certificates use semantics.md §1's rule.
+"""
+
+
+@_vit_init
+class ViTColumnSmoothing(_ViTTokens, ColumnSmoothing):
+    __doc__ = "Column smoothing with a smoothed ViT: W bands of ``size`` columns; Delta = m + s - 1." + _DOC
+
+    def token_sets(self, height: int, width: int) -> TokenSets:
+        length = width if self.axis == "column" else height
+        return band_tokens(height, width, self.size, torch.arange(length), self.model.patch, self.axis)
+
+
+@_vit_init
+class ViTRowSmoothing(_ViTTokens, RowSmoothing):
+    __doc__ = ("Row smoothing with a smoothed ViT: H bands of ``size`` rows; Delta = m + s - 1. "
+               "``transposed=True`` transposes each image and uses columns." + _DOC)
+
+    token_sets = ViTColumnSmoothing.token_sets
+
+
+@_vit_init
+class ViTBlockSmoothing(_ViTTokens, BlockSmoothing):
+    __doc__ = "Block smoothing with a smoothed ViT: H * W blocks of ``size`` x ``size``; Delta = (m + s - 1)^2." + _DOC
+
+    def token_sets(self, height: int, width: int) -> TokenSets:
+        return block_tokens(height, width, self.size, torch.arange(height * width), self.model.patch)
