@@ -21,7 +21,7 @@ STAMP := $(VENV)/.fastsmooth-installed
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH) $(TRITON) setuptools wheel ninja numpy
-	$(BIN)/pip install --quiet --no-build-isolation -e ".[test,demo]"
+	$(BIN)/pip install --quiet --no-build-isolation -e ".[test,demo,vit]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -67,8 +67,11 @@ class TokenViT(nn.Module):
         """Patch tokens of a whole image (G_h * G_w), without the class token."""
         return self.grid[0] * self.grid[1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of whole C-channel images (every token), as the timm model computes them."""
+    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of whole C-channel images (every token), as the timm model computes them; with
+        ``index``, x holds kept-token pixels and this is :meth:`forward_tokens`."""
+        if index is not None:
+            return self.forward_tokens(x, index)
         return self.vit(x)
 
     def embed(self, pixels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

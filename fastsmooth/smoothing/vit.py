@@ -26,15 +26,18 @@ import torch
 from torch import nn
 
 from fastsmooth.models.vit import TokenViT
-from fastsmooth.ops.ablation.masks import KeepMasks
-from fastsmooth.ops.tokens import NORMALIZE_MODES, tokens_kernel
+from fastsmooth.ops.ablation.masks import KeepMasks, band_masks, block_masks
+from fastsmooth.ops.tokens import NORMALIZE_MODES, ablate_tokens, tokens_kernel
 from fastsmooth.ops.tokens.geometry import TokenSets, band_tokens, block_tokens, group_by_count
 from fastsmooth._validation import check_stats
 from fastsmooth.smoothing.patch import BlockSmoothing, ColumnSmoothing, RowSmoothing
 
 Stats = Sequence[float] | torch.Tensor | None
 
-__all__ = ["ViTColumnSmoothing", "ViTRowSmoothing", "ViTBlockSmoothing", "token_inputs", "token_votes", "TokenGroup"]
+__all__ = [
+    "ViTColumnSmoothing", "ViTRowSmoothing", "ViTBlockSmoothing", "token_inputs", "token_votes", "TokenGroup",
+    "token_training_noise",
+]
 
 
 class TokenGroup:
@@ -239,3 +242,41 @@ class ViTBlockSmoothing(_ViTTokens, BlockSmoothing):
 
     def token_sets(self, height: int, width: int) -> TokenSets:
         return block_tokens(height, width, self.size, torch.arange(height * width), self.model.patch)
+
+
+def token_training_noise(
+    model: TokenViT, kind: str, size: int, *, axis: str = "column", mean: Stats = None, std: Stats = None,
+    normalize: str = "after", transposed: bool = False,
+):
+    """Training input of a smoothed ViT: ``noise(x, generator) -> (pixels, index)`` for ``model(pixels, index)``.
+
+    One random band (``kind="band"``, along ``axis``) or block (``kind="block"``) per minibatch,
+    as the authors' training (smoothed-vit's and ART's ablators draw one position per batch),
+    so every image of the batch keeps the same K tokens (all of them if the model does not
+    drop tokens). The fused op writes the kept tokens' pixels, as at certification.
+    """
+    if kind not in ("band", "block"):
+        raise ValueError(f"kind must be 'band' or 'block', got {kind!r}")
+    if normalize not in NORMALIZE_MODES:
+        raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
+
+    def noise(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if transposed:
+            x = x.transpose(2, 3).contiguous()
+        H, W = x.shape[2], x.shape[3]
+        if kind == "band":
+            length = W if axis == "column" else H
+            start = torch.randint(length, (1,), generator=generator)
+            masks = band_masks(H, W, size, start, axis)
+            tokens = band_tokens(H, W, size, start, model.patch, axis).index[0]
+        else:
+            start = torch.randint(H * W, (1,), generator=generator)
+            masks = block_masks(H, W, size, start)
+            tokens = block_tokens(H, W, size, start, model.patch).index[0]
+        if not model.drop_tokens:
+            tokens = torch.arange(model.num_tokens)
+        tokens = tokens.to(x.device)
+        pixels = ablate_tokens(x, masks, tokens[None], model.patch, mean, std, normalize=normalize)
+        return pixels, tokens
+
+    return noise
