@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-timm = pytest.importorskip("timm")
+from conftest import timm_or_skip  # noqa: E402
+
+timm = timm_or_skip()
 
 import fastsmooth  # noqa: E402
 from fastsmooth import models, ops  # noqa: E402

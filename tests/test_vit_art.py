@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-timm = pytest.importorskip("timm")
+from conftest import timm_or_skip  # noqa: E402
+
+timm = timm_or_skip()
 pytest.importorskip("art")
 from art.estimators.certification.derandomized_smoothing import PyTorchDeRandomizedSmoothing  # noqa: E402
 

@@ -19,20 +19,26 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["TokenViT", "build_vit", "mnist_vit", "vit_names"]
+__all__ = ["TokenViT", "build_vit", "mnist_vit", "cifar_vit", "vit_names", "import_timm"]
 
 #: Registry names of fastsmooth.models.build that make a TokenViT (besides "vit:<timm name>").
 VIT_PRESETS = ("mnist_vit", "cifar_vit")
 
 
 def _timm() -> Any:
+    from fastsmooth.models._torchvision_compat import import_timm
+
     try:
-        import timm
+        return import_timm()
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
             "vision transformers need timm: pip install 'fastsmooth[vit]' (timm==1.0.19, torchvision==0.28.0)"
         ) from err
-    return timm
+
+
+def import_timm() -> Any:
+    """timm (the optional extra ``vit``); raises ImportError naming the extra when it is missing."""
+    return _timm()
 
 
 class TokenViT(nn.Module):
