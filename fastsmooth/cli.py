@@ -136,6 +136,8 @@ def format_summary(summary: Any, certificate_name: str) -> str:
              f"{certificate_name:>12}  certified accuracy"]
     for level, acc in summary.certified_accuracy.items():
         lines.append(f"{level:>12g}  {acc:.3f}")
+    if getattr(summary, "forwards_per_image", None) is not None:
+        lines.append(f"\nforwards / image: {summary.forwards_per_image:.1f}")
     return "\n".join(lines)
 
 
@@ -220,7 +222,7 @@ def _certify(args: argparse.Namespace) -> int:
           file=sys.stderr)
     summary = evaluate(smoother, data, levels=_levels(args.levels, method), output=args.output,
                        resume=not args.no_resume, skip=args.skip, max=args.max, device=device,
-                       batch_images=args.batch_images, progress=not args.no_progress)
+                       batch_images=args.batch_images, progress=not args.no_progress, decide=args.decide)
     print(format_summary(summary, smoother.certificate_name))
     if args.output:
         print(f"\nper-image results: {args.output}")
@@ -379,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     certify.add_argument("--dtype", choices=list(DTYPES), default="float32",
                          help="base model precision; bfloat16 / float16 run it under autocast")
     certify.add_argument("--levels", type=float, nargs="+", help="certificate levels of the summary table")
+    certify.add_argument("--decide", action="store_true",
+                         help="level mode: decide only certified-or-not at each --levels and the prediction, with as "
+                              "few forwards as each image needs (TSV: per-level answers and forwards used)")
     certify.set_defaults(run=_certify)
 
     train = sub.add_parser("train", help="train a base network under its method's noise")

@@ -6,6 +6,11 @@ of Cohen et al.'s ``certify.py``, with the certificate column named by the smoot
 and the time of a batch is shared equally by its images. An interrupted run resumes from the
 file: finished indices are neither loaded nor recomputed, and the final file is the same as an
 uninterrupted run's (up to the timings, and the randomness of randomized smoothers).
+
+Level mode (``decide=True``) asks only "certified at each of ``levels``?" plus the prediction
+(``smoother.decide_batch``: exact early exit or anytime-valid sequential decisions), and writes
+``idx  label  predict  certified@<level>...  correct  forwards  time``: the per-level answers
+(0 / 1) and the base-model evaluations each image used.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from tqdm.auto import tqdm
 
 from fastsmooth.smoothing.base import Certified
 
-__all__ = ["evaluate", "EvaluationSummary", "Row", "read_results"]
+__all__ = ["evaluate", "EvaluationSummary", "LevelRow", "Row", "read_level_results", "read_results"]
 
 COLUMNS = ("idx", "label", "predict", "{certificate}", "correct", "time")
 
@@ -53,6 +58,53 @@ class Row:
 
 
 @dataclasses.dataclass(frozen=True)
+class LevelRow:
+    """One image's result in level mode, as written to the TSV."""
+
+    index: int
+    label: int
+    prediction: int
+    certified: tuple[bool, ...]
+    correct: bool
+    forwards: int
+    seconds: float
+
+    def line(self) -> str:
+        flags = "".join(f"{int(c)}\t" for c in self.certified)
+        return f"{self.index}\t{self.label}\t{self.prediction}\t{flags}{int(self.correct)}\t{self.forwards}\t{self.seconds:.6f}\n"
+
+
+def _level_header(levels: Sequence[float]) -> str:
+    return "\t".join(["idx", "label", "predict", *(f"certified@{t:g}" for t in levels), "correct", "forwards", "time"]) + "\n"
+
+
+def read_level_results(path: str | os.PathLike[str], levels: Sequence[float]) -> list[LevelRow]:
+    """The complete rows of a level-mode results file (a trailing partial line is ignored)."""
+    rows = []
+    for number, fields in _fields(path, 6 + len(levels)):
+        idx, label, pred, *flags, correct, forwards, seconds = fields
+        rows.append(LevelRow(int(idx), int(label), int(pred), tuple(f == "1" for f in flags), correct == "1",
+                             int(forwards), float(seconds)))
+    return rows
+
+
+def _fields(path: str | os.PathLike[str], count: int) -> list[tuple[int, list[str]]]:
+    text = Path(path).read_text()
+    lines = text.split("\n")[1:]  # the header is checked by evaluate
+    if not text.endswith("\n"):
+        lines = lines[:-1]
+    out = []
+    for number, line in enumerate(lines, start=2):
+        if not line:
+            continue
+        fields = line.split("\t")
+        if len(fields) != count:
+            raise ValueError(f"output {str(path)!r} line {number} has {len(fields)} fields, expected {count}: {line!r}")
+        out.append((number, fields))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
 class EvaluationSummary:
     """Totals over every row of the run (resumed rows included).
 
@@ -64,7 +116,8 @@ class EvaluationSummary:
     clean_accuracy: float
     certified_accuracy: dict[float, float]
     seconds_per_image: float
-    rows: tuple[Row, ...]
+    rows: tuple[Row, ...] | tuple[LevelRow, ...]
+    forwards_per_image: float | None = None  # level mode: mean base-model evaluations per image
 
 
 def _header(certificate_name: str) -> str:
@@ -89,14 +142,14 @@ def read_results(path: str | os.PathLike[str]) -> list[Row]:
     return rows
 
 
-def _open_output(path: Path, header: str, resume: bool) -> tuple[list[Row], Any]:
+def _open_output(path: Path, header: str, resume: bool, read: Any = None) -> tuple[list[Any], Any]:
     """Finished rows and an append handle; a partial last line is cut off before appending."""
     if resume and path.exists() and path.stat().st_size > 0:
         text = path.read_text()
         if not text.startswith(header):
             found = text.split("\n", 1)[0]
             raise ValueError(f"output {str(path)!r} has header {found!r}, expected {header.strip()!r}; not resuming")
-        rows = read_results(path)
+        rows = (read or read_results)(path)
         if not text.endswith("\n"):  # interrupted mid-line
             with path.open("r+") as f:
                 f.truncate(text.rfind("\n") + 1)
@@ -164,6 +217,22 @@ def _total(data: Any, wanted: Any) -> int | None:
     return count
 
 
+def _level_summary(rows: Sequence[LevelRow], levels: Sequence[float]) -> EvaluationSummary:
+    count = len(rows)
+    nan = math.nan
+    return EvaluationSummary(
+        count=count,
+        clean_accuracy=sum(r.correct for r in rows) / count if count else nan,
+        certified_accuracy={
+            float(t): (sum(r.correct and r.certified[k] for r in rows) / count if count else nan)
+            for k, t in enumerate(levels)
+        },
+        seconds_per_image=sum(r.seconds for r in rows) / count if count else nan,
+        rows=tuple(sorted(rows, key=lambda r: r.index)),
+        forwards_per_image=sum(r.forwards for r in rows) / count if count else nan,
+    )
+
+
 def _summary(rows: Sequence[Row], levels: Sequence[float]) -> EvaluationSummary:
     count = len(rows)
     correct = [r for r in rows if r.correct]
@@ -188,6 +257,7 @@ def evaluate(
     device: torch.device | str | None = None,
     batch_images: int = 64,
     progress: bool = True,
+    decide: bool = False,
 ) -> EvaluationSummary:
     """Certify every image of ``data`` with ``smoother`` and summarize.
 
@@ -200,6 +270,8 @@ def evaluate(
     otherwise it is overwritten. device: where batches are sent (default: the smoother's
     ``device``). batch_images: images per ``evaluate_batch`` call (the smoother bounds the
     forward batch itself). Returns the summary over every row, resumed ones included.
+    decide: level mode (see the module docstring): ``smoother.decide_batch(x, levels)`` decides
+    each level and the prediction with as few forwards as they need; ``levels`` is required.
     """
     if not hasattr(smoother, "evaluate_batch") or not hasattr(smoother, "certificate_name"):
         raise TypeError(f"smoother must define evaluate_batch and certificate_name, got {type(smoother).__name__}")
@@ -212,11 +284,18 @@ def evaluate(
     if device is None:
         device = getattr(smoother, "device", None)
 
-    header = _header(smoother.certificate_name)
-    finished: list[Row] = []
+    header, read = _header(smoother.certificate_name), None
+    if decide:
+        if not hasattr(smoother, "decide_batch"):
+            raise TypeError(f"decide=True needs a smoother with decide_batch, got {type(smoother).__name__}")
+        if not levels:
+            raise ValueError("decide=True needs the levels to decide, got levels=[]; pass e.g. levels=[0.25, 0.5]")
+        header = _level_header(levels)
+        read = lambda path: read_level_results(path, levels)  # noqa: E731
+    finished: list[Any] = []
     handle = None
     if output is not None:
-        finished, handle = _open_output(Path(output), header, resume)
+        finished, handle = _open_output(Path(output), header, resume, read)
     done = {r.index for r in finished}
 
     def wanted(index: int) -> bool | None:
@@ -235,7 +314,7 @@ def evaluate(
             if item is not None:
                 batch.append(item)
             if batch and (item is None or len(batch) == batch_images):
-                new = _certify_batch(smoother, batch, device)
+                new = _decide_batch(smoother, batch, device, levels) if decide else _certify_batch(smoother, batch, device)
                 rows.extend(new)
                 if handle is not None:
                     handle.write("".join(r.line() for r in new))
@@ -248,7 +327,7 @@ def evaluate(
         bar.close()
         if handle is not None:
             handle.close()
-    return _summary(rows, levels)
+    return _level_summary(rows, levels) if decide else _summary(rows, levels)
 
 
 def _certify_batch(smoother: Evaluable, batch: list[tuple[int, torch.Tensor, int]], device: Any) -> list[Row]:
@@ -263,4 +342,23 @@ def _certify_batch(smoother: Evaluable, batch: list[tuple[int, torch.Tensor, int
     return [
         Row(index, label, int(pred), float(cert), int(pred) == label, seconds)
         for (index, _, label), pred, cert in zip(batch, prediction, certificate, strict=True)
+    ]
+
+
+def _decide_batch(
+    smoother: Any, batch: list[tuple[int, torch.Tensor, int]], device: Any, levels: Sequence[float]
+) -> list[LevelRow]:
+    x = torch.stack([image for _, image, _ in batch])
+    if device is not None:
+        x = x.to(device)
+    start = time.perf_counter()
+    result = smoother.decide_batch(x, levels)
+    prediction = result.prediction.tolist()
+    certified = result.certified.tolist()
+    forwards = result.forwards.tolist()
+    seconds = (time.perf_counter() - start) / len(batch)
+    return [
+        LevelRow(index, label, int(pred), tuple(bool(c) and int(pred) != -1 for c in flags), int(pred) == label,
+                 int(used), seconds)
+        for (index, _, label), pred, flags, used in zip(batch, prediction, certified, forwards, strict=True)
     ]

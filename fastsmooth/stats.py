@@ -1,6 +1,7 @@
 """Statistics of the randomized certificates, with the ecosystem's tools.
 
 - ``clopper_pearson_lower``: one-sided Clopper-Pearson lower confidence bound (statsmodels).
+- ``clopper_pearson_upper``: the matching one-sided upper bound.
 - ``binomial_pvalue``: two-sided exact binomial test at p = 1/2 (``scipy.stats.binomtest``).
 """
 from __future__ import annotations
@@ -30,6 +31,12 @@ def clopper_pearson_lower(successes: ArrayLike, trials: ArrayLike, alpha: float)
         raise ValueError(f"need 0 <= successes <= trials and trials > 0, got successes={k!r}, trials={n!r}")
     low = proportion_confint(k, n, alpha=2 * alpha, method="beta")[0]
     return np.nan_to_num(np.asarray(low, dtype=np.float64), nan=0.0)
+
+
+def clopper_pearson_upper(successes: ArrayLike, trials: ArrayLike, alpha: float) -> np.ndarray:
+    """Upper bound p_upper with P(p > p_upper) <= alpha (one-sided level ``alpha``); 1 when successes == trials."""
+    k, n = _numpy(successes), _numpy(trials)
+    return 1.0 - clopper_pearson_lower(n - k, n, alpha)
 
 
 def binomial_pvalue(top: int, second: int) -> float:

@@ -235,9 +235,9 @@ def test_counts_equal_loop_over_positions(kernel_backend, kind, s, keep, batch_s
 @pytest.mark.parametrize("held", [1, 23, 1 << 22])  # logits held before counting: every chunk, mid-image, never
 @pytest.mark.parametrize("batch_size", [4, 20])
 def test_counts_do_not_depend_on_when_votes_are_counted(monkeypatch, held, batch_size):
-    import fastsmooth.smoothing.patch as patch_module
+    import fastsmooth.engine.tally as tally_module
 
-    monkeypatch.setattr(patch_module, "_PENDING_LOGITS", held)
+    monkeypatch.setattr(tally_module, "PENDING_LOGITS", held)
     model = tiny_net(2, 5, seed=int(torch.randint(1 << 30, ())))
     x = torch.rand(3, 2, 7, 9)
     for kind, s, keep in SMALL:
@@ -272,19 +272,25 @@ def test_writing_several_forwards_per_kernel_call_changes_neither_counts_nor_bat
         total = smoother.masks(7, 9, x.device).count
         seen.clear(), calls.clear()
         assert torch.equal(smoother.counts(x), loop_counts(kind, model, x, s, keep, 0.25, 5)), kind
-        if total <= batch_size:  # whole images per forward
-            per = batch_size // total
-            want = [min(per, 3 - i) * total for i in range(0, 3, per)]
-        else:
-            want = [min(batch_size, total - a) for _ in range(3) for a in range(0, total, batch_size)]
+        rows = 3 * total  # every forward is full: ablations of as many images as fit
+        want = [min(batch_size, rows - a) for a in range(0, rows, batch_size)]
         assert seen == want, kind  # the forwards the model gets are those of one write per forward
-        per_image = 1 if total <= batch_size else math.ceil(total / batch_size)
-        writes = math.ceil(len(want) / forwards_per_write) if total <= batch_size else 3 * math.ceil(per_image / forwards_per_write)
-        assert len(calls) == writes, (kind, len(calls), writes)
+        write = forwards_per_write * batch_size
+        assert len(calls) == sum(kernel_calls(a, min(rows, a + write), total) for a in range(0, rows, write)), kind
     band = RandomizedBandSmoothing(recorder, 5, 3, batch_size=batch_size)
     got = band.counts(x, 50, generator=torch.Generator().manual_seed(7))
     monkeypatch.setattr(patch_module, "_WRITE_BYTES", 1)
     assert torch.equal(got, band.counts(x, 50, generator=torch.Generator().manual_seed(7)))
+
+
+def kernel_calls(first_row: int, end_row: int, total: int) -> int:
+    """Kernel calls of one write of rows first_row .. end_row - 1 (image-major, ``total`` per image):
+    one per run of consecutive images with the same ablation range."""
+    ranges = [
+        (max(first_row, i * total) - i * total, min(end_row, (i + 1) * total) - i * total)
+        for i in range(first_row // total, (end_row - 1) // total + 1)
+    ]
+    return sum(1 for i, r in enumerate(ranges) if i == 0 or r != ranges[i - 1])
 
 
 class ReusedOutput(nn.Module):

@@ -9,6 +9,9 @@ from typing import Literal, NamedTuple, Union
 import torch
 from torch import nn
 
+from fastsmooth.engine import Decider, Run, Segment, Work, run
+from fastsmooth.engine.autobatch import auto_batch_size
+
 MemoryFormat = Union[Literal["auto"], torch.memory_format]
 _FORMATS = (torch.contiguous_format, torch.channels_last)
 # model -> {(device type, input shape, dtype): its auto memory format}, probed once.
@@ -57,8 +60,24 @@ class Certified(NamedTuple):
     certificate: torch.Tensor
 
 
+class Decided(NamedTuple):
+    """Per-image answers at given levels (``decide_batch``).
+
+    prediction: int64 [B] (-1: abstain, or not decided when the prediction was not asked for).
+    certified: bool [B, L], certified at each level (patch size or radius; prediction != -1).
+    forwards: int64 [B], base-model evaluations the image used (selection samples included).
+    """
+
+    prediction: torch.Tensor
+    certified: torch.Tensor
+    forwards: torch.Tensor
+
+
 class BaseSmoother:
     """Holds the base model and runs it in inference mode over chunks of at most ``batch_size``.
+
+    ``batch_size``: the most rows per forward pass, or ``"auto"``: the fastest per row among a
+    few sizes up to 1024, timed once per model and input shape (``fastsmooth.engine.autobatch``).
 
     ``autocast`` (None, torch.bfloat16 or torch.float16) runs the base model under
     ``torch.autocast``: that changes the base classifier, so certificates are then those of
@@ -76,7 +95,7 @@ class BaseSmoother:
         self,
         model: nn.Module,
         num_classes: int,
-        batch_size: int = 1000,
+        batch_size: int | str = 1000,
         backend: str = "auto",
         autocast: torch.dtype | None = None,
         memory_format: MemoryFormat = "auto",
@@ -85,8 +104,8 @@ class BaseSmoother:
             raise TypeError(f"model must be a torch.nn.Module or callable, got {type(model).__name__}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
         if autocast not in (None, torch.bfloat16, torch.float16):
             raise ValueError(f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}")
         if memory_format != "auto" and memory_format not in _FORMATS:
@@ -139,6 +158,31 @@ class BaseSmoother:
                 f"the base model returned shape {tuple(out.shape)}, expected (N, num_classes={self.num_classes})"
             )
         return out.float()
+
+    def forward_batch(self, work: Work, image: int = 0) -> int:
+        """The forward batch size: ``batch_size``, or for ``batch_size="auto"`` the fastest per row
+        (``fastsmooth.engine.autobatch``), measured on copies of unit 0 of ``image``."""
+        if self.batch_size != "auto":
+            return self.batch_size
+        row = work.build([Segment(0, image, 0, 1)])
+        if not isinstance(row, torch.Tensor):
+            raise ValueError("batch_size='auto' needs tensor model inputs; pass an integer batch_size")
+        fmt = self.input_format(tuple(row.shape[1:]), row.dtype, row.device) if row.dim() == 4 else None
+        key = (tuple(row.shape[1:]), row.dtype, str(row.device), str(fmt), self.autocast)
+        return auto_batch_size(self.model, key, row, lambda batch: self.logits(batch, fmt))
+
+    def run_work(
+        self, work: Work, decider: Decider, slots: list, device: torch.device, forwards_per_write: int = 1,
+        batch_size: int | None = None,
+    ) -> Run:
+        """Run ``work`` through the engine (``fastsmooth.engine.run``) in forwards of <= batch_size
+        (default :meth:`forward_batch`). ``last_units`` keeps the units (forward rows) each slot
+        used, int64 [slots]."""
+        if batch_size is None:
+            batch_size = self.forward_batch(work, slots[0][1]) if slots else 1
+        result = run(work, decider, slots, self.num_classes, device, batch_size, forwards_per_write)
+        self.last_units = result.units
+        return result
 
     def chunks(self, total: int, per_item: int = 1) -> Iterator[range]:
         """Ranges of items such that ``len(range) * per_item <= batch_size`` (at least one item)."""

@@ -17,6 +17,7 @@ does not depend on ``batch_size`` either: sample j of an image always receives t
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Callable
 
 import numpy as np
@@ -26,7 +27,10 @@ from torch import nn
 
 from fastsmooth.certificates.counts import top_two
 from fastsmooth.ops.gaussian import draw_seed, gaussian_noise
-from fastsmooth.smoothing.base import BaseSmoother, Certified, MemoryFormat
+from fastsmooth.engine import Decider, Everything, Run, Segment, TwoStage
+from fastsmooth.engine.works import top1_votes
+from fastsmooth.smoothing.base import BaseSmoother, Certified, Decided, MemoryFormat
+from fastsmooth.smoothing.sequential import decide_sequentially
 from fastsmooth.stats import binomial_pvalue, clopper_pearson_lower
 
 __all__ = ["Smooth"]
@@ -36,6 +40,10 @@ def _positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def _batch(value: object) -> int | str:
+    return "auto" if value == "auto" else _positive_int(value, "batch_size")
 
 
 def _alpha(alpha: object, high: float) -> float:
@@ -70,7 +78,7 @@ class Smooth(BaseSmoother):
         num_classes: int,
         sigma: float,
         *,
-        batch_size: int = 1000,
+        batch_size: int | str = 1000,
         backend: str = "auto",
         autocast: torch.dtype | None = None,
         memory_format: MemoryFormat = "auto",
@@ -171,7 +179,46 @@ class Smooth(BaseSmoother):
 
     def evaluate_batch(self, x: torch.Tensor) -> Certified:
         """Certify a batch with this smoother's n0, n, alpha and batch_size (for ``fastsmooth.evaluate``)."""
-        return self.certify_batch(x, self.n0, self.n, self.alpha, self.batch_size)
+        return self.certify_batch(x, self.n0, self.n, self.alpha)
+
+    def decide_batch(
+        self,
+        xs: torch.Tensor,
+        levels: Sequence[float],
+        n0: int | None = None,
+        n_max: int | None = None,
+        alpha: float | None = None,
+        batch_size: int | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+    ) -> Decided:
+        """Certified or not at each l2 radius of ``levels``, stopping each image as soon as it is decided.
+
+        n0 samples (default ``self.n0``) choose c_A; estimation samples follow on the schedule
+        100, 200, 400, ... up to ``n_max`` (default ``self.n``), and an image retires once, at
+        every level r, the anytime-valid lower bound on p_A certifies r (radius sigma *
+        Phi^-1(p_lower) >= r, as :meth:`certify_batch` computes it) or its upper bound rules r
+        out (``fastsmooth.engine.Sequential``: P(any false certification) <= alpha). Abstains
+        (prediction -1) when p_A >= 1/2 is not shown. ``forwards`` counts selection samples too.
+        With a seed the samples are those of :meth:`certify_batch` (the same noise stream).
+        """
+        n0 = self.n0 if n0 is None else _positive_int(n0, "n0")
+        n_max = self.n if n_max is None else _positive_int(n_max, "n_max")
+        alpha = self.alpha if alpha is None else _alpha(alpha, 0.5)
+        batch = self.batch_size if batch_size is None else _batch(batch_size)
+        if not isinstance(xs, torch.Tensor) or xs.dim() != 4:
+            raise ValueError(f"xs must be a 4-D tensor [B, C, H, W], got {getattr(xs, 'shape', type(xs).__name__)}")
+        work = _NoiseWork(self, xs, n0 + n_max, draw_seed(generator, seed))
+        slots = [(b, b) for b in range(xs.shape[0])]
+
+        def radius(p: np.ndarray) -> np.ndarray:
+            return np.where(p < 0.5, -np.inf, self.sigma * norm.ppf(p))
+
+        def execute(decider: Decider) -> torch.Tensor:
+            return self._run(work, decider, slots, xs.device, batch).units
+
+        return decide_sequentially(execute, xs.shape[0], levels, n0, n_max, alpha, radius, abstains=True)
 
     def sample_counts(
         self,
@@ -192,27 +239,59 @@ class Smooth(BaseSmoother):
         if not isinstance(xs, torch.Tensor) or xs.dim() != 4:
             raise ValueError(f"xs must be a 4-D tensor [B, C, H, W], got {getattr(xs, 'shape', type(xs).__name__)}")
         n = _positive_int(n, "n")
-        batch = self.batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
-        s = draw_seed(generator, seed)
-        B, K = xs.shape[0], self.num_classes
-        groups = 1 if split is None else 2
-        counts = torch.zeros(B * groups * K, dtype=torch.int64, device=xs.device)
-        total = B * n
-        buffer = torch.empty((min(batch, total), *xs.shape[1:]), dtype=xs.dtype, device=xs.device)
-        offsets = torch.arange(buffer.shape[0], device=xs.device)
-        ones = torch.ones(buffer.shape[0], dtype=torch.int64, device=xs.device)
-        for start in range(0, total, batch):
-            size = min(batch, total - start)
-            noised = gaussian_noise(
-                xs, self.sigma, n, seed=s, start=start, count=size, out=buffer[:size], backend=self.backend
-            )
-            votes = self.logits(noised).argmax(dim=1)
-            sample = offsets[:size] + start
-            group = sample // n if split is None else (sample // n) * 2 + (sample % n >= split).long()
-            counts.index_add_(0, group * K + votes, ones[:size])
-        return counts.view(B, groups, K) if split is not None else counts.view(B, K)
+        batch = self.batch_size if batch_size is None else _batch(batch_size)
+        B = xs.shape[0]
+        work = _NoiseWork(self, xs, n, draw_seed(generator, seed))
+        slots = [(b, b) for b in range(B)]
+        if split is None:
+            return self._run(work, Everything(n), slots, xs.device, batch).counts
+        decider = TwoStage(split, n - split, B, self.num_classes)
+        counts = self._run(work, decider, slots, xs.device, batch).counts
+        selection = decider.selection.to(xs.device)
+        return torch.stack([selection, counts - selection], dim=1)
+
+    def _run(self, work: _NoiseWork, decider: Decider, slots: list, device: torch.device, batch: int | str) -> Run:
+        batch = self.forward_batch(work, slots[0][1]) if batch == "auto" and slots else batch
+        return self.run_work(work, decider, slots, device, batch_size=batch)
 
     @staticmethod
     def _check_image(x: object) -> None:
         if not isinstance(x, torch.Tensor) or x.dim() != 3:
             raise ValueError(f"x must be a single image tensor [C, H, W], got {getattr(x, 'shape', type(x).__name__)}")
+
+
+class _NoiseWork:
+    """Units = noise samples: unit j of image b is copy j of ``gaussian_noise(xs, sigma, n, seed)``
+    (Philox counter (b, j)), whichever forward it lands in. Segments that are consecutive in
+    that flat (b * n + j) order are written by one call, into one reused buffer."""
+
+    granule = 1
+
+    def __init__(self, smooth: Smooth, xs: torch.Tensor, n: int, seed: int) -> None:
+        self.smooth, self.xs, self.n, self.seed = smooth, xs, n, seed
+        self.votes = top1_votes(smooth.num_classes)
+        self.buffer: torch.Tensor | None = None
+
+    def build(self, segments: Sequence[Segment]) -> torch.Tensor:
+        rows = sum(s.rows for s in segments)
+        if self.buffer is None or self.buffer.shape[0] < rows:
+            self.buffer = torch.empty((rows, *self.xs.shape[1:]), dtype=self.xs.dtype, device=self.xs.device)
+        out = self.buffer[:rows]
+        row, i = 0, 0
+        while i < len(segments):  # flat runs: one kernel call each
+            first = segments[i].image * self.n + segments[i].first
+            end, last = segments[i].image * self.n + segments[i].end, segments[i].image
+            i += 1
+            while i < len(segments) and segments[i].image * self.n + segments[i].first == end:
+                end, last = segments[i].image * self.n + segments[i].end, segments[i].image
+                i += 1
+            # images 0 .. last: the op indexes the flat grid; only the samples asked for are computed
+            gaussian_noise(
+                self.xs[: last + 1], self.smooth.sigma, self.n, seed=self.seed, start=first, count=end - first,
+                out=out[row : row + end - first], backend=self.smooth.backend,
+            )
+            row += end - first
+        return out
+
+    def forward(self, inputs: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        return self.smooth.logits(inputs[start:stop])

@@ -15,7 +15,11 @@ from fastsmooth._validation import check_images, check_int
 from fastsmooth.certificates.counts import top_two
 from fastsmooth.certificates.l0 import l0_radius
 from fastsmooth.ops.pixel_ablation import ablate_pixels
-from fastsmooth.smoothing.base import BaseSmoother, Certified, MemoryFormat
+from fastsmooth.engine import Everything, Sequential, TwoStage
+from fastsmooth.engine.works import SeededWork
+from fastsmooth.ops._philox import seed_from
+from fastsmooth.smoothing.base import BaseSmoother, Certified, Decided, MemoryFormat
+from fastsmooth.smoothing.sequential import decide_sequentially
 from fastsmooth.stats import binomial_pvalue, clopper_pearson_lower
 
 ABSTAIN = -1
@@ -75,26 +79,17 @@ class RandomizedAblation(BaseSmoother):
         check_int(self.keep, "keep", 0, x.shape[2] * x.shape[3])
         return x.to(self.device)
 
+    def _work(self, x: torch.Tensor) -> SeededWork:
+        def op(image: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+            return ablate_pixels(image, self.keep, n, None, self.mean, self.std, seed=seed, backend=self.backend)
+
+        return SeededWork(x, op, seed_from(self.generator, None), self.logits, self.num_classes)
+
     def counts(self, x: torch.Tensor, n: int) -> torch.Tensor:
         """Top-1 vote counts [B, num_classes] (int64) of n random ablations of every image."""
         x = self._images(x)
         n = check_int(n, "n", 1, 2**62)
-        B = x.shape[0]
-        counts = torch.zeros(B, self.num_classes, dtype=torch.int64, device=x.device)
-        if n <= self.batch_size:  # several whole images per forward pass
-            groups = [(r, n) for r in self.chunks(B, n)]
-        else:  # one image at a time, in chunks of batch_size samples
-            groups = [(range(b, b + 1), m) for b in range(B) for m in self._sample_chunks(n)]
-        for images, m in groups:
-            batch = ablate_pixels(x[images.start : images.stop], self.keep, m, self.generator, self.mean, self.std,
-                                  backend=self.backend)
-            votes = self.logits(batch).argmax(dim=1)  # first maximum: smallest class on ties
-            rows = torch.arange(images.start, images.stop, device=x.device).repeat_interleave(m)
-            counts.index_put_((rows, votes), torch.ones_like(votes), accumulate=True)
-        return counts
-
-    def _sample_chunks(self, n: int) -> list[int]:
-        return [min(self.batch_size, n - s) for s in range(0, n, self.batch_size)]
+        return self.run_work(self._work(x), Everything(n), [(b, b) for b in range(x.shape[0])], x.device).counts
 
     def predict(self, x: torch.Tensor, n: int = 10000, alpha: float = 0.05) -> torch.Tensor:
         """Predictions [B] (int64), -1 where the two-sided binomial test of the top two counts
@@ -116,12 +111,39 @@ class RandomizedAblation(BaseSmoother):
         """
         alpha = _check_alpha(alpha)
         x = self._images(x)
-        guess = top_two(self.counts(x, n0))[0]
-        n_a = self.counts(x, n).gather(1, guess[:, None])[:, 0].cpu().numpy()
+        B = x.shape[0]
+        decider = TwoStage(n0, n, B, self.num_classes)
+        counts = self.run_work(self._work(x), decider, [(b, b) for b in range(B)], x.device).counts.cpu()
+        selection = decider.selection.cpu()
+        guess = top_two(selection)[0]
+        n_a = (counts - selection).gather(1, guess[:, None])[:, 0].numpy()
         p_lower = clopper_pearson_lower(n_a, np.full_like(n_a, n), alpha)
         radius = torch.from_numpy(l0_radius(p_lower, x.shape[2] * x.shape[3], self.keep))
         prediction = torch.where(radius >= 0, guess.cpu(), torch.full_like(guess.cpu(), ABSTAIN))
         return Certified(prediction, radius.to(torch.float64))
+
+    def decide_batch(
+        self, x: torch.Tensor, levels: Sequence[float], n0: int | None = None, n_max: int | None = None,
+        alpha: float | None = None,
+    ) -> Decided:
+        """Certified or not at each l0 radius of ``levels``, each image stopping as soon as it is
+        decided (``fastsmooth.smoothing.sequential``: n0 samples choose the class, anytime-valid
+        Clopper-Pearson bounds on the estimation samples; false certification <= alpha).
+        Abstains (-1) where radius >= 0 is not shown. Defaults: the instance's n0, n, alpha."""
+        n0 = self.n0 if n0 is None else check_int(n0, "n0", 1, 2**62)
+        n_max = self.n if n_max is None else check_int(n_max, "n_max", 1, 2**62)
+        alpha = self.alpha if alpha is None else _check_alpha(alpha)
+        x = self._images(x)
+        d, work = x.shape[2] * x.shape[3], self._work(x)
+        slots = [(b, b) for b in range(x.shape[0])]
+
+        def execute(decider: Sequential) -> torch.Tensor:
+            return self.run_work(work, decider, slots, x.device).units
+
+        def radius(p: np.ndarray) -> np.ndarray:
+            return l0_radius(p, d, self.keep).astype(np.float64)
+
+        return decide_sequentially(execute, x.shape[0], levels, n0, n_max, alpha, radius, abstains=True)
 
     def evaluate_batch(self, x: torch.Tensor) -> Certified:
         """``certify`` with the instance's n0, n and alpha (the protocol of ``fastsmooth.evaluate``)."""

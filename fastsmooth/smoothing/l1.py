@@ -10,7 +10,9 @@ All of them implement ``evaluate_batch(x) -> Certified`` for ``fastsmooth.evalua
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -18,16 +20,14 @@ from fastsmooth._validation import check_images
 from fastsmooth.certificates.counts import top_two
 from fastsmooth.certificates.l1 import dssn_radius, randomized_l1_radius
 from fastsmooth.ops.splitting import dssn_levels, dssn_split, ssn_noise, uniform_noise
-from fastsmooth.smoothing.base import BaseSmoother, Certified, MemoryFormat
+from fastsmooth.engine import Everything, Margins, Segment, Sequential, TwoStage, runs, spread
+from fastsmooth.engine.works import SeededWork, top1_votes
+from fastsmooth.ops._philox import seed_from
+from fastsmooth.smoothing.base import BaseSmoother, Certified, Decided, MemoryFormat
+from fastsmooth.smoothing.sequential import decide_sequentially
 from fastsmooth.stats import clopper_pearson_lower
 
 __all__ = ["DSSN", "SSN", "UniformSmoothing"]
-
-
-def _add_votes(counts: torch.Tensor, logits: torch.Tensor, images: int) -> None:
-    """counts [images, classes] += hard argmax votes of logits [images * per_image, classes] (image-major)."""
-    votes = logits.argmax(dim=1).reshape(images, -1)  # first maximal index: smallest class on ties
-    counts.scatter_add_(1, votes, torch.ones_like(votes))
 
 
 class DSSN(BaseSmoother):
@@ -106,15 +106,24 @@ class DSSN(BaseSmoother):
     def counts(self, x: torch.Tensor) -> torch.Tensor:
         """Votes [B, num_classes] (int64) over all L evaluations of every image."""
         x = self.prepare(x)
-        B, L = x.shape[0], self.levels
-        counts = torch.zeros(B, self.num_classes, dtype=torch.int64, device=x.device)
-        for images in self.chunks(B, L):  # several images per pass when L <= batch_size ...
-            xs = x[images.start : images.stop]
-            for k0 in range(0, L, self.batch_size):  # ... else one image, its evaluations in chunks
-                ks = range(k0, min(L, k0 + self.batch_size))
-                batch = dssn_split(xs, lam=self.lam, offsets=ks, seed=self.seed, q=self.q, backend=self.backend)
-                _add_votes(counts[images.start : images.stop], self.logits(batch), len(images))
-        return counts
+        work = _DSSNWork(self, x, range(self.levels))
+        return self.run_work(work, Everything(self.levels), [(b, b) for b in range(x.shape[0])], x.device).counts
+
+    def decide_batch(self, x: torch.Tensor, levels: Sequence[float], predict: bool = True) -> Decided:
+        """Certified or not at each l1 radius of ``levels``, with the fewest evaluations that decide it.
+
+        Exact early exit (``fastsmooth.engine.Margins``): the answers equal those of
+        :meth:`certify` on the full counts (radius >= level), bit for bit; offsets are evaluated
+        in the spread order of ``fastsmooth.engine.spread``. ``predict=False`` stops as soon as
+        the levels are decided, leaving the prediction -1 where it was not.
+        """
+        x = self.prepare(x)
+        B = x.shape[0]
+        votes = [2 * _dssn_steps(float(t), self.q) for t in levels]
+        decider = Margins(self.levels, votes, B, predict)
+        work = _DSSNWork(self, x, spread(self.levels))
+        units = self.run_work(work, decider, [(b, b) for b in range(B)], x.device).units
+        return Decided(decider.prediction, decider.certified, units)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Predictions [B] (int64): the most voted class, smallest index on ties. Never abstains."""
@@ -130,6 +139,38 @@ class DSSN(BaseSmoother):
     def evaluate_batch(self, x: torch.Tensor) -> Certified:
         prediction, radius = self.certify(x)
         return Certified(prediction, radius)
+
+
+def _dssn_steps(radius: float, q: int) -> int:
+    """The least k >= 0 with k / q >= radius (DSSN radii are multiples of 1/q): certified at
+    ``radius`` iff the margin D of the leader is >= 2k."""
+    k = max(0, math.ceil(radius * q))
+    while k > 0 and (k - 1) / q >= radius:
+        k -= 1
+    while k / q < radius:
+        k += 1
+    return k
+
+
+class _DSSNWork:
+    """Units = DSSN offsets k, in ``order``; ``dssn_split`` writes each run of images."""
+
+    granule = 1
+
+    def __init__(self, smoother: DSSN, x: torch.Tensor, order: range | torch.Tensor) -> None:
+        self.smoother, self.x, self.order = smoother, x, order
+        self.votes = top1_votes(smoother.num_classes)
+
+    def build(self, segments: Sequence[Segment]) -> torch.Tensor:
+        s = self.smoother
+        parts = [
+            dssn_split(self.x[lo:hi], lam=s.lam, offsets=self.order[a:b], seed=s.seed, q=s.q, backend=s.backend)
+            for lo, hi, a, b, _ in runs(segments)
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def forward(self, inputs: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        return self.smoother.logits(inputs[start:stop])
 
 
 class _RandomizedL1(BaseSmoother):
@@ -163,23 +204,42 @@ class _RandomizedL1(BaseSmoother):
         self.n0, self.n, self.alpha, self.sided = n0, n, alpha, _sided(sided)
         self.generator = generator
 
-    def _noise(self, x: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
+    def _noise(self, x: torch.Tensor, n: int, seed: int) -> torch.Tensor:
         raise NotImplementedError
+
+    def _work(self, x: torch.Tensor, generator: torch.Generator | None) -> SeededWork:
+        generator = generator if generator is not None else self.generator
+
+        def op(image: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+            return self._noise(image, n, seed)
+
+        return SeededWork(x, op, seed_from(generator, None), self.logits, self.num_classes)
+
+    def _images(self, x: torch.Tensor) -> torch.Tensor:
+        check_images(x)
+        return x.detach().to(self.device)
 
     def counts(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Votes [B, num_classes] (int64) of n noised copies of every image."""
         check_images(x)
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
-        generator = generator if generator is not None else self.generator
-        x = x.detach().to(self.device)
-        counts = torch.zeros(x.shape[0], self.num_classes, dtype=torch.int64, device=x.device)
-        for images in self.chunks(x.shape[0], n):
-            xs = x[images.start : images.stop]
-            for j0 in range(0, n, self.batch_size):  # every call draws a fresh Philox seed
-                batch = self._noise(xs, min(n, j0 + self.batch_size) - j0, generator)
-                _add_votes(counts[images.start : images.stop], self.logits(batch), len(images))
-        return counts
+        x = self._images(x)
+        slots = [(b, b) for b in range(x.shape[0])]
+        return self.run_work(self._work(x, generator), Everything(n), slots, x.device).counts
+
+    def _selected(
+        self, x: torch.Tensor, n0: int, n: int, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(class chosen by n0 samples [B], its count among the next n samples [B]), on the CPU."""
+        x = self._images(x)
+        B = x.shape[0]
+        decider = TwoStage(n0, n, B, self.num_classes)
+        counts = self.run_work(self._work(x, generator), decider, [(b, b) for b in range(B)], x.device).counts.cpu()
+        selection = decider.selection.cpu()
+        prediction = top_two(selection)[0]
+        hits = (counts - selection).gather(1, prediction[:, None])[:, 0]
+        return prediction, hits
 
     def certify(
         self,
@@ -204,14 +264,42 @@ class _RandomizedL1(BaseSmoother):
         n = self.n if n is None else n
         alpha = self.alpha if alpha is None else alpha
         one_sided = alpha / 2 if _sided(self.sided if sided is None else sided) == "two" else alpha
-        prediction = top_two(self.counts(x, n0, generator).cpu())[0]
-        hits = self.counts(x, n, generator).cpu().gather(1, prediction[:, None])[:, 0]
+        prediction, hits = self._selected(x, n0, n, generator)
         p_lower = clopper_pearson_lower(hits.numpy(), n, one_sided)
         return prediction, randomized_l1_radius(p_lower, self.lam)
 
     def evaluate_batch(self, x: torch.Tensor) -> Certified:
         prediction, radius = self.certify(x)
         return Certified(prediction, radius)
+
+    def decide_batch(
+        self,
+        x: torch.Tensor,
+        levels: Sequence[float],
+        n0: int | None = None,
+        n_max: int | None = None,
+        alpha: float | None = None,
+        sided: str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Decided:
+        """Certified or not at each l1 radius of ``levels`` (radius 2 lambda (p_lower - 1/2) >= level),
+        each image stopping as soon as it is decided (``fastsmooth.smoothing.sequential``).
+        ``alpha`` / ``sided`` as in :meth:`certify`; defaults from the constructor (n_max: n)."""
+        n0 = self.n0 if n0 is None else n0
+        n_max = self.n if n_max is None else n_max
+        alpha = self.alpha if alpha is None else alpha
+        one_sided = alpha / 2 if _sided(self.sided if sided is None else sided) == "two" else alpha
+        x = self._images(x)
+        work = self._work(x, generator)
+        slots = [(b, b) for b in range(x.shape[0])]
+
+        def execute(decider: Sequential) -> torch.Tensor:
+            return self.run_work(work, decider, slots, x.device).units
+
+        def radius(p: np.ndarray) -> np.ndarray:
+            return randomized_l1_radius(p, self.lam).numpy()
+
+        return decide_sequentially(execute, x.shape[0], levels, n0, n_max, one_sided, radius, abstains=False)
 
 
 def _sided(sided: str) -> str:
@@ -226,8 +314,8 @@ class SSN(_RandomizedL1):
     Args as :class:`UniformSmoothing`; see :meth:`certify` for the statistics.
     """
 
-    def _noise(self, x: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
-        return ssn_noise(x, self.lam, n, generator, backend=self.backend)
+    def _noise(self, x: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+        return ssn_noise(x, self.lam, n, seed=seed, backend=self.backend)
 
 
 class UniformSmoothing(_RandomizedL1):
@@ -240,5 +328,5 @@ class UniformSmoothing(_RandomizedL1):
         generator: CPU generator the per-batch Philox seeds are drawn from (reproducibility).
     """
 
-    def _noise(self, x: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
-        return uniform_noise(x, self.lam, n, generator, backend=self.backend)
+    def _noise(self, x: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+        return uniform_noise(x, self.lam, n, seed=seed, backend=self.backend)

@@ -5,16 +5,19 @@ counts the votes and certifies the prediction against m x m adversarial patches.
 
 How the work is batched (the engine should cost little beside the base model's forwards):
 ablated images are written by the fused ablation kernel straight into one reused buffer;
-several images share a forward when all their ablations fit, otherwise one image's ablations
-are split in chunks of ``batch_size``. The buffer holds one forward's batch, or several when
+every forward is filled with ``batch_size`` ablations of as many images as needed (the
+engine's batch former, ``fastsmooth.engine``). The buffer holds one forward's batch, or several when
 they are small (up to ``_WRITE_BYTES``: one kernel call for many forwards of a few images).
-Votes are counted on the model's device and read back once per call.
+Votes are counted on the model's device and read back once per call (or at the looks of an
+early-exit decision).
 """
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,15 +32,16 @@ from fastsmooth.certificates.patch import (
     patch_deltas,
     randomized_band_patch_size,
 )
+from fastsmooth.engine import Decider, Everything, Margins, Segment, Sequential, runs, spread
 from fastsmooth.ops.ablation import ablation_kernel
 from fastsmooth.ops.ablation.masks import KeepMasks, cached_masks
-from fastsmooth.smoothing.base import BaseSmoother, Certified, MemoryFormat
+from fastsmooth.smoothing.base import BaseSmoother, Certified, Decided, MemoryFormat
+from fastsmooth.smoothing.sequential import decide_sequentially
 from fastsmooth.stats import clopper_pearson_lower
 
 Stats = Sequence[float] | torch.Tensor | None
 # masks_for(first_image, end_image, first_ablation, end_ablation) -> the masks of that block
 MaskSource = Callable[[int, int, int, int], KeepMasks]
-_PENDING_LOGITS = 1 << 22  # logits (floats) held before their votes are counted
 _WRITE_BYTES = 1 << 20  # ablated images one kernel call writes, when forwards are smaller
 
 __all__ = [
@@ -122,91 +126,50 @@ class _AblationSmoother(BaseSmoother):
         # argmax returns the first (smallest) index on ties
         return torch.nn.functional.one_hot(logits.argmax(dim=1), self.num_classes)
 
-    def _accumulate(self, x: torch.Tensor, total: int, masks_for: MaskSource) -> torch.Tensor:
-        """Counts [B, K] on x's device over ``total`` ablations per image, in forwards of <= batch_size.
+    def _accumulate(
+        self, x: torch.Tensor, total: int, masks_for: MaskSource, decider: Decider | None = None
+    ) -> torch.Tensor:
+        """Counts [B, K] on x's device over ``total`` ablations per image (all of them, or until
+        ``decider`` retires the image), in forwards of <= batch_size through the engine.
 
         Small forwards are written several at a time: one kernel call fills up to
         ``_WRITE_BYTES`` of ablated images, then the model gets views of it, ``batch_size`` at
         a time (at batch sizes of a few images, the per-call cost of the kernel and of slicing
-        the masks is otherwise a measurable share of a forward). Logits are kept and counted a
-        few megabytes at a time rather than after every forward, for the same reason (softmax
-        and argmax are per row, so the votes are the same).
+        the masks is otherwise a measurable share of a forward). Logits are counted a few
+        megabytes at a time by the engine's tally, for the same reason.
         """
         B = x.shape[0]
-        counts = torch.zeros(B, self.num_classes, dtype=torch.int64, device=x.device)
-        mean, std = check_stats(self.mean, self.std, x)  # once per call, not per chunk
-        kernel = ablation_kernel(self.backend, x.device)
-        memory_format = self.input_format((2 * x.shape[1], *x.shape[2:]), x.dtype, x.device)
-        tally = _Tally(counts, self._votes, B * total)
+        work = _AblationWork(self, x, masks_for)
+        batch = self.forward_batch(work)
         ablated_bytes = 2 * x[0].numel() * x.element_size()
-        forwards_per_write = max(1, _WRITE_BYTES // (self.batch_size * ablated_bytes))
-
-        def write_and_run(lo: int, hi: int, first: int, end: int, rows_per_forward: int) -> None:
-            """Ablations first .. end - 1 of images lo .. hi - 1 (image-major), then their forwards."""
-            masks = masks_for(lo, hi, first, end)
-            out = self._out((hi - lo) * masks.count, x, memory_format)
-            kernel(x[lo:hi], masks, mean, std, out=out)
-            rows = out.shape[0]
-            for start in range(0, rows, rows_per_forward):
-                stop = min(rows, start + rows_per_forward)
-                logits = self.logits(out[start:stop], memory_format)
-                if hi - lo == 1:  # a chunk of one image's ablations
-                    tally.add(logits, range(lo, hi), stop - start)
-                else:  # whole images
-                    tally.add(logits, range(lo + start // masks.count, lo + stop // masks.count), masks.count)
-
-        if total <= self.batch_size:  # several whole images per forward
-            per_forward = self.batch_size // total
-            per_write = per_forward * forwards_per_write
-            for lo in range(0, B, per_write):
-                write_and_run(lo, min(B, lo + per_write), 0, total, per_forward * total)
-        else:  # one image at a time, its ablations in chunks
-            per_write = self.batch_size * forwards_per_write
-            for b in range(B):
-                for first in range(0, total, per_write):
-                    write_and_run(b, b + 1, first, min(total, first + per_write), self.batch_size)
-        tally.flush()
-        return counts
+        forwards_per_write = max(1, _WRITE_BYTES // (batch * ablated_bytes))
+        decider = Everything(total) if decider is None else decider
+        slots = [(b, b) for b in range(B)]
+        return self.run_work(work, decider, slots, x.device, forwards_per_write, batch).counts
 
 
-class _Tally:
-    """Adds the votes of image-major logits into ``counts[image]``, a few megabytes at a time.
+class _AblationWork:
+    """Units = ablations (``masks_for`` says which); the fused kernel writes each run of
+    segments into one reused buffer, in the memory format the base model gets."""
 
-    Logits are copied into one buffer as they come (a model may return the same tensor,
-    overwritten, at every call, as a CUDA-graph replay does) and voted on when it is full.
-    """
+    granule = 1
 
-    def __init__(self, counts: torch.Tensor, votes: Callable[[torch.Tensor], torch.Tensor], rows: int) -> None:
-        """``rows``: how many logits rows will come in all (bounds the buffer)."""
-        self.counts, self.votes = counts, votes
-        K = counts.shape[1]
-        self.buffer = torch.empty(max(1, min(rows, _PENDING_LOGITS // K)), K, device=counts.device)
-        self.held = 0  # rows of buffer in use
-        self.images: list[int] = []  # the image of each group of held rows...
-        self.rows: list[int] = []  # ...and its number of rows
+    def __init__(self, smoother: _AblationSmoother, x: torch.Tensor, masks_for: MaskSource) -> None:
+        self.smoother, self.x, self.masks_for = smoother, x, masks_for
+        self.mean, self.std = check_stats(smoother.mean, smoother.std, x)  # once per call, not per chunk
+        self.kernel = ablation_kernel(smoother.backend, x.device)
+        self.memory_format = smoother.input_format((2 * x.shape[1], *x.shape[2:]), x.dtype, x.device)
+        self.votes = smoother._votes
 
-    def add(self, logits: torch.Tensor, images: range, per_image: int) -> None:
-        rows, room = logits.shape[0], self.buffer.shape[0]  # (not len(): a Python-level call per forward)
-        if self.held + rows > room:
-            self.flush()
-        if rows > room:  # larger than the whole buffer: count it directly
-            self._count(logits, list(images), [per_image] * len(images))
-            return
-        self.buffer[self.held : self.held + rows].copy_(logits)
-        self.held += rows
-        self.images.extend(images)
-        self.rows.extend([per_image] * len(images))
+    def build(self, segments: Sequence[Segment]) -> torch.Tensor:
+        out = self.smoother._out(sum(s.rows for s in segments), self.x, self.memory_format)
+        for lo, hi, first, end, row in runs(segments):
+            masks = self.masks_for(lo, hi, first, end)
+            self.kernel(self.x[lo:hi], masks, self.mean, self.std, out=out[row : row + (hi - lo) * (end - first)])
+        return out
 
-    def flush(self) -> None:
-        if self.held:
-            self._count(self.buffer[: self.held], self.images, self.rows)
-        self.held = 0
-        self.images.clear()
-        self.rows.clear()
-
-    def _count(self, logits: torch.Tensor, images: list[int], rows: list[int]) -> None:
-        image = torch.tensor(images).repeat_interleave(torch.tensor(rows))
-        self.counts.index_add_(0, image.to(self.counts.device), self.votes(logits))
+    def forward(self, inputs: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        return self.smoother.logits(inputs[start:stop], self.memory_format)
 
 
 def _slice(masks: KeepMasks, first: int, end: int) -> KeepMasks:
@@ -258,19 +221,61 @@ class PatchSmoother(_AblationSmoother, abc.ABC):
         return self._accumulate(x, masks.count, lambda lo, hi, first, end: _slice(masks, first, end)).cpu()
 
     def counts(self, x: torch.Tensor) -> torch.Tensor:
-        """Votes per class, int64 [B, num_classes] on the CPU."""
+        """Votes per class, int64 [B, num_classes] on the CPU (every ablation)."""
         return self._count(self._prepare(x))
 
+    def _decide(self, x: torch.Tensor, votes: list[int], predict: bool) -> Decided:
+        """Exact early exit at margins ``votes`` (2 Delta per level), ablations in spread order."""
+        H, W = self._shape(x)
+        masks = self.masks(H, W, x.device)
+        key = (H, W, x.device, masks.count)
+        if getattr(self, "_spread_key", None) != key:  # the spread-order copy, once per shape
+            order = spread(masks.count).to(masks.rows.device)
+            tiles = None if masks.tiles is None else masks.tiles[:, order].contiguous()
+            self._spread = KeepMasks(
+                masks.rows[:, order].contiguous(), masks.cols[:, order].contiguous(), tiles, masks.tile_h, masks.tile_w
+            )
+            self._spread_key = key
+        spread_masks = self._spread
+        decider = Margins(masks.count, votes, x.shape[0], predict)
+        self._accumulate(x, masks.count, lambda lo, hi, first, end: _slice(spread_masks, first, end), decider)
+        return Decided(decider.prediction, decider.certified, self.last_units.clone())
+
+    def decide_batch(self, x: torch.Tensor, levels: Sequence[int], predict: bool = True) -> Decided:
+        """Certified or not against each patch size of ``levels``, with the fewest ablations
+        that decide it (``fastsmooth.engine.Margins``: the answers of the full enumeration, bit
+        for bit). Ablations run in the spread order of ``fastsmooth.engine.spread``;
+        ``predict=False`` stops once the levels are decided (prediction -1 where it was not)."""
+        x = self._prepare(x)
+        H, W = self._shape(x)
+        total = self.masks(H, W, x.device).count
+        return self._decide(x, [self._level_votes(t, H, W, total) for t in levels], predict)
+
+    def _level_votes(self, level: float, H: int, W: int, total: int) -> int:
+        """The margin (in votes) of "largest certified m >= level": 2 Delta(ceil(level)); 0 (the
+        prediction) for level <= 0; out of reach above min(H, W)."""
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not math.isfinite(level):
+            raise TypeError(f"levels must hold finite numbers (patch sizes), got {level!r}")
+        if level <= 0:
+            return 0
+        m = math.ceil(level)
+        return 2 * int(self.delta(m, H, W)) if m <= min(H, W) else 2 * total + 1
+
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Argmax of the counts (smallest index on ties), int64 [B]. No abstain."""
-        return certify_counts(self.counts(x), 0)[0]
+        """Argmax of the counts (smallest index on ties), int64 [B]. No abstain.
+
+        Stops each image as soon as no remaining ablation can change its argmax (exact)."""
+        return self._decide(self._prepare(x), [], True).prediction
 
     def certify(self, x: torch.Tensor, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(prediction int64 [B], certified bool [B]) against any ``patch_size`` x ``patch_size`` patch."""
+        """(prediction int64 [B], certified bool [B]) against any ``patch_size`` x ``patch_size`` patch.
+
+        Exact early exit: each image stops once its answer is decided (:meth:`decide_batch`)."""
         x = self._prepare(x)
         H, W = self._shape(x)
         patch_size = check_int(patch_size, "patch_size", 1, min(H, W))
-        return certify_counts(self._count(x), self.delta(patch_size, H, W))
+        decided = self._decide(x, [2 * int(self.delta(patch_size, H, W))], True)
+        return decided.prediction, decided.certified[:, 0]
 
     def certified_patch_size(self, x: torch.Tensor) -> torch.Tensor:
         """The largest certified patch size m (0 when none), int64 [B]."""
@@ -478,6 +483,11 @@ class RandomizedBandSmoothing(_AblationSmoother):
 
     def _sampled_counts(self, x: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
         """Top-1 counts [B, K] on x's device over n random bands per image."""
+        return self._accumulate(x, n, self._position_masks(x, n, generator))
+
+    def _position_masks(self, x: torch.Tensor, n: int, generator: torch.Generator | None) -> MaskSource:
+        """Masks of n random band positions per image, drawn now on the CPU (unit j of image b is
+        position [b, j], whatever forward it lands in)."""
         length = self._length(x)
         H, W = x.shape[2], x.shape[3]
         every = cached_masks("band", H, W, self.size, 0, self.axis, x.device)
@@ -487,7 +497,7 @@ class RandomizedBandSmoothing(_AblationSmoother):
             chosen = positions[lo:hi, first:end]  # per-image masks: M = number of images
             return KeepMasks(every.rows[0][chosen], every.cols[0][chosen])
 
-        return self._accumulate(x, n, masks_for)
+        return masks_for
 
     def counts(self, x: torch.Tensor, n: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Top-1 votes of ``n`` (default ``self.n``) random bands per image, int64 [B, K] on the CPU."""
@@ -525,6 +535,35 @@ class RandomizedBandSmoothing(_AblationSmoother):
         patch_size = check_int(patch_size, "patch_size", 1, min(x.shape[2], x.shape[3]))
         prediction, p_lower = self._lower_bound(x, n0, n, alpha, generator)
         return prediction, p_lower > 0.5 + band_delta(patch_size, self.size) / self._length(x)
+
+    def decide_batch(
+        self,
+        x: torch.Tensor,
+        levels: Sequence[int],
+        n0: int | None = None,
+        n_max: int | None = None,
+        alpha: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Decided:
+        """Certified or not against each patch size of ``levels``, each image stopping as soon as
+        it is decided (``fastsmooth.smoothing.sequential``). Positions are drawn as in
+        :meth:`counts`: n0 selection bands, then up to ``n_max`` (default n) estimation bands."""
+        x = self._prepare(x)
+        n0 = self.n0 if n0 is None else _check_positive(n0, "n0")
+        n_max = self.n if n_max is None else _check_positive(n_max, "n_max")
+        alpha = self.alpha if alpha is None else self._alpha(alpha)
+        length, largest = self._length(x), min(x.shape[2], x.shape[3])
+        sizes = [float(m) for m in levels]
+        masks_for = self._position_masks(x, n0 + n_max, generator)
+
+        def execute(decider: Sequential) -> torch.Tensor:
+            self._accumulate(x, n0 + n_max, masks_for, decider)
+            return self.last_units
+
+        def patch(p: np.ndarray) -> np.ndarray:
+            return randomized_band_patch_size(p, self.size, length, largest).numpy().astype(np.float64)
+
+        return decide_sequentially(execute, x.shape[0], sizes, n0, n_max, alpha, patch, abstains=False)
 
     def certified_patch_size(
         self,

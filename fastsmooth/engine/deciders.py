@@ -1,0 +1,280 @@
+"""Deciders: the certificate's question, asked of each image's counts after its units have run.
+
+A decider says how many units an image needs first (``start``), and after they have run,
+given its counts, either retires it (``None``) or asks for more (a larger unit total).
+Answers stay with the decider; the certificate functions in ``fastsmooth.certificates``
+compute them, unchanged.
+
+- :class:`Everything`: every unit of a fixed set (full counts, today's certificates).
+- :class:`Margins`: exact early exit of the deterministic smoothers at given levels.
+- :class:`Sequential`: anytime-valid decisions of the sampling smoothers at given levels.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from fastsmooth.stats import clopper_pearson_lower, clopper_pearson_upper
+
+
+class Decider(Protocol):
+    # False: ``update`` gets counts=None; True: counts on the CPU; "device": on the tally's device
+    reads_counts: bool | str
+
+    def rows_hint(self, slots: int) -> int:
+        """An upper bound on the rows that will be tallied for ``slots`` slots (sizes buffers)."""
+        ...
+
+    def start(self, slot: int) -> int:
+        """The units ``slot`` needs before its first look."""
+        ...
+
+    def update(self, slots: Sequence[int], counts: torch.Tensor | None, units: Sequence[int]) -> list[int | None]:
+        """For each slot (its counts [K] on the CPU, ``units`` run so far): None when it is done,
+        else the unit total it needs before the next look."""
+        ...
+
+
+class Everything:
+    """Run all ``total`` units of every slot (or ``total[slot]``); no look at the counts."""
+
+    reads_counts = False
+
+    def __init__(self, total: int | Sequence[int]) -> None:
+        self.total = total
+
+    def rows_hint(self, slots: int) -> int:
+        return slots * self.total if isinstance(self.total, int) else sum(self.total)
+
+    def start(self, slot: int) -> int:
+        return self.total if isinstance(self.total, int) else self.total[slot]
+
+    def update(self, slots: Sequence[int], counts: torch.Tensor | None, units: Sequence[int]) -> list[int | None]:
+        return [None] * len(slots)
+
+
+class TwoStage:
+    """Cohen et al.'s fixed-n CERTIFY: ``n0`` selection units, then ``n`` estimation units of the
+    same stream. ``selection[slot]`` holds the counts of the first n0 units (the tally's row minus
+    it is the estimation counts). The snapshot stays on the device: no wait for it mid-run."""
+
+    reads_counts = "device"
+
+    def __init__(self, n0: int, n: int, slots: int, num_classes: int) -> None:
+        self.n0, self.n = n0, n
+        self.shape = (slots, num_classes)
+        self.selection = torch.zeros(self.shape, dtype=torch.int64)
+
+    def rows_hint(self, slots: int) -> int:
+        return slots * (self.n0 + self.n)
+
+    def start(self, slot: int) -> int:
+        return self.n0
+
+    def update(self, slots: Sequence[int], counts: torch.Tensor | None, units: Sequence[int]) -> list[int | None]:
+        assert counts is not None
+        out: list[int | None] = []
+        if self.selection.device != counts.device:
+            self.selection = self.selection.to(counts.device)
+        for i, slot in enumerate(slots):
+            if units[i] == self.n0:
+                self.selection[slot] = counts[i]
+                out.append(self.n0 + self.n)
+            else:
+                out.append(None)
+        return out
+
+
+def margins(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(leader c [S], D [S]) with D = min over j != c of n_c - n_j - [j < c].
+
+    c is the argmax (smallest index on ties), so D >= 0. Certified against a level of L votes
+    (L = 2 * Delta for patches, 2k for DSSN at k / q) iff D >= L: this is the spec's
+    ``n_c - n_r > 2 Delta, or == 2 Delta and c < r`` for every runner-up r at once, and L = 0
+    says c is the prediction.
+    """
+    K = counts.shape[1]
+    c = counts.argmax(dim=1)
+    n_c = counts.gather(1, c[:, None])
+    below = (torch.arange(K)[None, :] < c[:, None]).long()
+    d = n_c - counts - below
+    d.scatter_(1, c[:, None], torch.iinfo(torch.int64).max)
+    return c, d.min(dim=1).values
+
+
+class Margins:
+    """Exact early exit for deterministic smoothers (every one of ``total`` units votes once).
+
+    Each remaining unit moves any margin n_c - n_j by at most one vote (under threshold
+    voting a unit adds at most one vote to each class; under top-1 exactly one in all), so
+    with R units left the final D of the leader lies in [D - R, D + R] and no other class can
+    reach more than D + R. Level L is decided once ``D - R >= L`` (certified whatever comes)
+    or ``D + R < L`` (no class can be certified); the prediction once ``D - R >= 0``. Until
+    then the next look is placed at the first unit count where a decision is possible at all
+    (D - R and D + R move by at most 2 per unit), so images are looked at a few times, and
+    the answers are those of the full enumeration, bit for bit.
+
+    ``levels``: thresholds L >= 0 in votes; ``predict``: the prediction must be decided too.
+    Results: ``prediction`` [S] (-1 where undecided), ``certified`` [S, len(levels)].
+    """
+
+    reads_counts = True
+
+    def __init__(self, total: int, levels: Sequence[int], slots: int, predict: bool = True) -> None:
+        self.total = total
+        self.levels = torch.tensor([int(v) for v in levels], dtype=torch.int64)
+        self.predict = predict
+        self.prediction = torch.full((slots,), -1, dtype=torch.int64)
+        self.certified = torch.zeros(slots, len(self.levels), dtype=torch.bool)
+
+    def rows_hint(self, slots: int) -> int:
+        return slots * self.total
+
+    def start(self, slot: int) -> int:
+        # from zero counts (D = 0, R = total): the first unit count at which a decision is possible
+        first = self._needed(torch.zeros(1, dtype=torch.int64), torch.tensor([self.total]))
+        return min(self.total, int(first[0]))
+
+    @staticmethod
+    def slack(R: torch.Tensor) -> torch.Tensor:
+        """How far R remaining units can move the leader's margin D, either way."""
+        return R
+
+    def _needed(self, D: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+        """[S]: units before any undecided question can be decided (0: all decided)."""
+        low, high = D - self.slack(R), D + self.slack(R)
+        L = self.levels[None, :]
+        undecided = ~((low[:, None] >= L) | (high[:, None] < L))
+        # "certified" needs low to rise to L, "not" needs high to fall below L: each moves <= 2 per unit
+        to_yes = (L - low[:, None] + 1) // 2
+        to_no = (high[:, None] - L + 2) // 2
+        need = torch.where(undecided, torch.minimum(to_yes, to_no), torch.zeros_like(to_yes))
+        need = need.amax(dim=1) if need.shape[1] else torch.zeros_like(D)
+        if self.predict:
+            need = torch.maximum(need, torch.where(low < 0, (1 - low) // 2, torch.zeros_like(low)))
+        return need.clamp(min=1)
+
+    def update(self, slots: Sequence[int], counts: torch.Tensor | None, units: Sequence[int]) -> list[int | None]:
+        assert counts is not None
+        c, D = margins(counts)
+        units_t = torch.tensor(list(units), dtype=torch.int64)
+        R = self.total - units_t
+        low, high = D - self.slack(R), D + self.slack(R)
+        L = self.levels[None, :]
+        decided = ((low[:, None] >= L) | (high[:, None] < L)).all(dim=1)
+        if self.predict:
+            decided &= low >= 0
+        decided |= R == 0
+        need = self._needed(D, R)
+        out: list[int | None] = []
+        for i, slot in enumerate(slots):
+            if decided[i]:
+                if low[i] >= 0 or R[i] == 0:
+                    self.prediction[slot] = c[i]
+                self.certified[slot] = low[i] >= self.levels
+                out.append(None)
+            else:
+                out.append(min(self.total, int(units_t[i] + need[i])))
+        return out
+
+
+class Sequential:
+    """Anytime-valid decisions of a sampling smoother: n0 samples choose the class c_A, then
+    estimation samples are looked at on a geometric schedule and the image retires as soon as
+    every level is decided.
+
+    Confidence sequence: a union bound over the finite schedule of looks m_1 < m_2 < ... < m_K
+    = n_max (m_1 = ``first``, then x ``growth``), each look a Clopper-Pearson interval at level
+    alpha / K. P(p_A < lower bound at some look) <= sum_k alpha / K = alpha, whatever the
+    stopping rule (Bonferroni over the looks; the fixed-n Clopper-Pearson test repeated at every
+    look without the split is not valid, see tests/test_sequential_validity.py). Chosen over a
+    betting confidence sequence because it is exact (no asymptotics), its width at each look is
+    the Clopper-Pearson width at alpha / K (K = 8 for 100 .. 10,000 by doubling, which costs
+    about what Cohen et al.'s alpha -> alpha / 8 costs in radius), and it reuses the certificate
+    functions unchanged.
+
+    A level is certified when ``certificate(lower) >= level`` and given up when
+    ``certificate(upper) < level`` (no later look could certify it at this confidence; giving up
+    never certifies, so it does not touch validity). ``certificate`` maps p bounds (np.ndarray) to
+    certificates (radii / patch sizes) and must not decrease in p. ``give_up=False`` never stops
+    an image for a level it cannot certify (it then runs to n_max).
+    """
+
+    reads_counts = True
+
+    def __init__(
+        self,
+        n0: int,
+        n_max: int,
+        alpha: float,
+        levels: Sequence[float],
+        certificate: Callable[[np.ndarray], np.ndarray],
+        slots: int,
+        first: int = 100,
+        growth: float = 2.0,
+        give_up: bool = True,
+    ) -> None:
+        self.n0, self.n_max, self.alpha, self.give_up = n0, n_max, alpha, give_up
+        self.levels = np.asarray([float(v) for v in levels], dtype=np.float64)
+        self.certificate = certificate
+        self.looks = schedule(n_max, first, growth)
+        self.level_alpha = alpha / len(self.looks)
+        self.choice = torch.full((slots,), -1, dtype=torch.int64)
+        self.selection: dict[int, torch.Tensor] = {}
+        self.prediction = torch.full((slots,), -1, dtype=torch.int64)
+        self.certified = torch.zeros(slots, len(self.levels), dtype=torch.bool)
+        self.p_lower = torch.zeros(slots, dtype=torch.float64)
+
+    def rows_hint(self, slots: int) -> int:
+        return slots * (self.n0 + self.n_max)
+
+    def start(self, slot: int) -> int:
+        return self.n0
+
+    def update(self, slots: Sequence[int], counts: torch.Tensor | None, units: Sequence[int]) -> list[int | None]:
+        assert counts is not None
+        out: list[int | None] = [None] * len(slots)
+        looking = []  # rows of slots past selection: decided together (one vectorized bound each)
+        for i, slot in enumerate(slots):
+            if slot not in self.selection:  # the n0 selection samples have run
+                self.selection[slot] = counts[i].clone()
+                self.choice[slot] = counts[i].argmax()  # smallest index on ties
+                out[i] = self.n0 + self.looks[0]
+            else:
+                looking.append(i)
+        if not looking:
+            return out
+        chosen = [slots[i] for i in looking]
+        m = np.array([int(units[i]) - self.n0 for i in looking])
+        c = self.choice[chosen]
+        before = torch.stack([self.selection[s] for s in chosen]).gather(1, c[:, None])[:, 0]
+        hits = (counts[looking].gather(1, c[:, None])[:, 0] - before).numpy()
+        lower = clopper_pearson_lower(hits, m, self.level_alpha)
+        upper = clopper_pearson_upper(hits, m, self.level_alpha)
+        yes = self.certificate(lower)[:, None] >= self.levels[None, :]
+        no = self.certificate(upper)[:, None] < self.levels[None, :]
+        if not self.give_up:  # run every image to n_max unless it is certified at every level
+            no[:] = False
+        done = (m >= self.n_max) | (yes | no).all(axis=1)
+        for j, i in enumerate(looking):
+            slot = slots[i]
+            if done[j]:
+                self.prediction[slot] = self.choice[slot]
+                self.certified[slot] = torch.from_numpy(yes[j])
+                self.p_lower[slot] = float(lower[j])
+            else:
+                out[i] = self.n0 + next(t for t in self.looks if t > m[j])
+        return out
+
+
+def schedule(n_max: int, first: int, growth: float) -> list[int]:
+    """The looks m_1 = min(first, n_max) < ... < m_K = n_max, each >= growth x the last (ceil)."""
+    if growth <= 1:
+        raise ValueError(f"growth must be > 1, got {growth!r}")
+    looks = [min(first, n_max)]
+    while looks[-1] < n_max:
+        looks.append(min(n_max, max(looks[-1] + 1, int(np.ceil(looks[-1] * growth)))))
+    return looks

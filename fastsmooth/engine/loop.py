@@ -1,0 +1,86 @@
+"""The one path: work items -> batch former -> fused op -> base model -> votes -> tally -> decider.
+
+Every smoother's counts and answers come from :func:`run`; smoothers only describe their
+units (:class:`~fastsmooth.engine.items.Work`) and the question (a decider).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from collections.abc import Sequence
+
+import torch
+
+from fastsmooth.engine.batching import BatchFormer
+from fastsmooth.engine.deciders import Decider
+from fastsmooth.engine.items import Work, one_group
+from fastsmooth.engine.tally import Tally
+
+
+@dataclasses.dataclass
+class Run:
+    """counts: int64 [slots, K] on the device; units: int64 [slots], units evaluated per slot."""
+
+    counts: torch.Tensor
+    units: torch.Tensor
+
+
+def run(
+    work: Work,
+    decider: Decider,
+    slots: Sequence[tuple[int, int] | tuple[int, int, int]],
+    num_classes: int,
+    device: torch.device,
+    batch_size: int,
+    forwards_per_write: int = 1,
+) -> Run:
+    """Evaluate ``work`` for every ``(slot, image)`` until ``decider`` retires it.
+
+    A slot counts the votes of units ``offset + u`` (u = 0, 1, ...) of its image, for
+    ``(slot, image, offset)``; several slots may share an image (e.g. selection and estimation
+    samples of one noise stream). Slots are numbered 0 .. S - 1.
+
+    Images are admitted in the given order while the head group has fewer than
+    ``batch_size * forwards_per_write`` pending rows, so forwards stay full as images leave.
+    One write (``work.build``) holds up to ``forwards_per_write`` forwards of one group; the
+    decider is asked about every slot whose requested units have all run, after each write.
+    Memory: one write's inputs, one forward's logits and the tally's buffer.
+    """
+    groups = getattr(work, "groups", one_group)
+    former = BatchFormer(groups, getattr(work, "granule", 1))
+    queue = deque(slots)
+    total = len(slots)
+    units = [0] * (max((s[0] for s in slots), default=-1) + 1)
+    tally = Tally(len(units), num_classes, work.votes, device, decider.rows_hint(total))
+    wanted = batch_size * forwards_per_write
+    while True:
+        while queue and former.pending() < wanted:
+            slot, image, *offset = queue.popleft()
+            former.add(slot, image, 0, decider.start(slot), offset[0] if offset else 0)
+        if not former.has_work():
+            break
+        key = former.head()
+        forwards = []
+        for _ in range(forwards_per_write):
+            segments = former.take(key, batch_size)
+            if not segments:
+                break
+            forwards.append(segments)
+        inputs = work.build([s for f in forwards for s in f])
+        row = 0
+        for segments in forwards:
+            rows = sum(s.rows for s in segments)
+            tally.add(work.forward(inputs, row, row + rows), segments)
+            row += rows
+        ready = former.completed()
+        if ready:
+            for s in ready:
+                units[s] = former.seen(s)
+            counts = None
+            if decider.reads_counts:  # "device": no read-back (no wait for the device)
+                counts = tally.flush()[ready]
+                counts = counts if decider.reads_counts == "device" else counts.cpu()
+            for s, target in zip(ready, decider.update(ready, counts, [units[s] for s in ready])):
+                if target is not None:
+                    former.extend(s, target)
+    return Run(tally.flush(), torch.tensor(units, dtype=torch.int64))

@@ -1,0 +1,58 @@
+"""Per-slot vote counts kept on the model's device, added a few megabytes of logits at a time."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from fastsmooth.engine.items import Segment
+
+PENDING_LOGITS = 1 << 22  # logits (floats) held before their votes are counted
+
+
+class Tally:
+    """``counts[slot]`` += votes of the rows of each segment.
+
+    Logits are copied into one buffer as they come (a model may return the same tensor,
+    overwritten, at every call, as a CUDA-graph replay does) and voted on when it is full or
+    when the counts are read: a vote per forward would cost a small kernel launch and an
+    index tensor each time, a measurable share of small forwards.
+    """
+
+    def __init__(
+        self, slots: int, num_classes: int, votes: Callable[[torch.Tensor], torch.Tensor], device: torch.device, rows: int
+    ) -> None:
+        """``rows``: how many logits rows will come in all (bounds the buffer)."""
+        self.counts = torch.zeros(slots, num_classes, dtype=torch.int64, device=device)
+        self.votes = votes
+        held = max(1, min(rows, PENDING_LOGITS // num_classes))
+        self.buffer = torch.empty(held, num_classes, device=device)
+        self.held = 0
+        self.slots: list[int] = []  # the slot of each group of held rows...
+        self.rows: list[int] = []  # ...and its number of rows
+
+    def add(self, logits: torch.Tensor, segments: Sequence[Segment]) -> None:
+        """Votes of ``logits`` (rows in segment order) go to the segments' slots."""
+        rows, room = logits.shape[0], self.buffer.shape[0]  # (not len(): a Python-level call per forward)
+        if self.held + rows > room:
+            self.flush()
+        if rows > room:  # larger than the whole buffer: count it directly
+            self._count(logits, [s.slot for s in segments], [s.rows for s in segments])
+            return
+        self.buffer[self.held : self.held + rows].copy_(logits)
+        self.held += rows
+        self.slots.extend(s.slot for s in segments)
+        self.rows.extend(s.rows for s in segments)
+
+    def flush(self) -> torch.Tensor:
+        """Counts every held row; returns the counts [slots, K] (on the device)."""
+        if self.held:
+            self._count(self.buffer[: self.held], self.slots, self.rows)
+        self.held = 0
+        self.slots.clear()
+        self.rows.clear()
+        return self.counts
+
+    def _count(self, logits: torch.Tensor, slots: list[int], rows: list[int]) -> None:
+        slot = torch.tensor(slots).repeat_interleave(torch.tensor(rows))
+        self.counts.index_add_(0, slot.to(self.counts.device), self.votes(logits))
