@@ -182,3 +182,16 @@ def test_smoother_refuses_wrong_inputs():
         fastsmooth.ViTColumnSmoothing(model, 10, 3, normalize="never")
     with pytest.raises(ValueError, match=r"the ViT takes 16 x 16 images, got 8 x 8"):
         fastsmooth.ViTColumnSmoothing(model, 10, 3).counts(torch.rand(1, 3, 8, 8))
+
+
+def test_early_exit_decisions_equal_full_counts():
+    """decide_batch (the engine's exact early exit) answers as the full enumeration does."""
+    model = small_vit()
+    x = torch.rand(3, 3, 16, 16)
+    smoother = fastsmooth.ViTColumnSmoothing(model, 10, 3, batch_size=8)
+    decided = smoother.decide_batch(x, [1, 2, 4])
+    counts = smoother.counts(x)
+    for j, m in enumerate((1, 2, 4)):
+        prediction, certified = certify_counts(counts, m + 3 - 1)
+        assert torch.equal(decided.prediction, prediction)
+        assert torch.equal(decided.certified[:, j], certified & (prediction >= 0))

@@ -8,19 +8,18 @@ patch extraction in one pass), and embeds them with one matmul.
 
 How forwards are formed: the kept tokens of every ablation follow from its band / block start
 (``ops.tokens.geometry``); ablations are grouped by their number of kept tokens K (column
-smoothing, s = 19, 16 x 16 patches on 224 x 224: K = 28 or 42), and a forward holds samples of
-one group only, so its batch is a dense [N, K, E] tensor. Within a group, whole images share
-a forward when all their ablations fit in ``batch_size``, otherwise one image's ablations are
-split in chunks. The cost: one forward per group and chunk instead of one per chunk, i.e. at
-most one partly filled forward more per group (two groups for bands, up to four for blocks).
-
-The per-forward steps are functions (:func:`token_inputs`, :func:`token_votes`) so a shared
-engine can call them; :meth:`_ViTTokens._count` is the loop that runs them.
+smoothing, s = 19, 16 x 16 patches on 224 x 224: K = 28 or 42). The smoothers run on the
+shared engine (``fastsmooth.engine``): the units of an image are its ablations ordered group
+by group, and the group key (K) keeps every forward a dense [N, K, E] batch, filled up to
+``batch_size`` rows with units of as many images as needed. The cost of grouping: one
+partly filled forward more per group at the end of a call (two groups for bands, up to four
+for blocks), nothing per image.
 """
 from __future__ import annotations
 
+import bisect
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -30,13 +29,14 @@ from fastsmooth.ops.ablation.masks import KeepMasks, band_masks, block_masks
 from fastsmooth.ops.tokens import NORMALIZE_MODES, ablate_tokens, tokens_kernel
 from fastsmooth.ops.tokens.geometry import TokenSets, band_tokens, block_tokens, group_by_count
 from fastsmooth._validation import check_stats
+from fastsmooth.engine import Everything, Margins, Segment, runs
+from fastsmooth.smoothing.base import Decided
 from fastsmooth.smoothing.patch import BlockSmoothing, ColumnSmoothing, RowSmoothing
 
 Stats = Sequence[float] | torch.Tensor | None
 
 __all__ = [
-    "ViTColumnSmoothing", "ViTRowSmoothing", "ViTBlockSmoothing", "token_inputs", "token_votes", "TokenGroup",
-    "token_training_noise",
+    "ViTColumnSmoothing", "ViTRowSmoothing", "ViTBlockSmoothing", "TokenGroup", "token_training_noise",
 ]
 
 
@@ -57,30 +57,59 @@ class TokenGroup:
         return TokenGroup(self.members[first:end], masks, self.tokens[first:end])
 
 
-def token_inputs(
-    x: torch.Tensor, group: TokenGroup, patch: tuple[int, int], mean: torch.Tensor | None,
-    std: torch.Tensor | None, normalize: str, kernel, out: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model input of images ``x`` under every ablation of ``group``: (pixels [B * P_k, K, E]
-    written into ``out``, token index [B * P_k, K]), image-major."""
-    pixels = kernel(x, group.masks, group.tokens[None], patch, mean, std, normalize == "after", out=out)
-    index = group.tokens.repeat(x.shape[0], 1)
-    return pixels, index
+class _TokenWork:
+    """The engine's view of a ViT smoother (``fastsmooth.engine.Work``): units are ablations,
+    group by group; ``build`` writes kept-token pixels with the fused op, ``forward`` runs
+    ``TokenViT.forward_tokens``."""
 
+    granule = 1
 
-def token_votes(smoother: _ViTTokens, pixels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Votes [N, num_classes] (int64) of one forward of the token ViT."""
-    model = smoother.model
-    smoother._eval()
-    with torch.inference_mode():
-        if smoother.autocast is None:
-            logits = model.forward_tokens(pixels, index)
-        else:
-            with torch.autocast(pixels.device.type, dtype=smoother.autocast):
-                logits = model.forward_tokens(pixels, index)
-    if logits.dim() != 2 or logits.shape[1] != smoother.num_classes:
-        raise ValueError(f"the ViT returned shape {tuple(logits.shape)}, expected (N, num_classes={smoother.num_classes})")
-    return smoother._votes(logits.float())
+    def __init__(self, smoother: _ViTTokens, x: torch.Tensor, groups: list[TokenGroup]) -> None:
+        self.smoother, self.x, self.groups_ = smoother, x, groups
+        self.mean, self.std = check_stats(smoother.mean, smoother.std, x)  # once per call, not per forward
+        self.kernel = tokens_kernel(smoother.backend, x.device)
+        self.patch = smoother.model.patch
+        self.starts = [0]
+        for g in groups:
+            self.starts.append(self.starts[-1] + g.count)
+        self.votes = smoother._votes
+
+    @property
+    def total(self) -> int:
+        return self.starts[-1]
+
+    def groups(self, image: int, first: int, end: int) -> list[tuple[int, int, int]]:
+        """Runs of units with the same kept-token count (the group index is the key)."""
+        runs_ = []
+        for key, (lo, hi) in enumerate(zip(self.starts, self.starts[1:])):
+            a, b = max(first, lo), min(end, hi)
+            if a < b:
+                runs_.append((key, a, b))
+        return runs_
+
+    def _part(self, first: int, end: int) -> TokenGroup:
+        key = bisect.bisect_right(self.starts, first) - 1
+        lo = self.starts[key]
+        return self.groups_[key].slice(first - lo, end - lo)
+
+    def build(self, segments: Sequence[Segment]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(kept-token pixels [N, K, E], token indices [N, K]) of the segments' rows, one group."""
+        rows = sum(seg.rows for seg in segments)
+        K = self._part(segments[0].first, segments[0].first + 1).tokens.shape[1]
+        E = self.x.shape[1] * self.patch[0] * self.patch[1]
+        pixels = self.smoother._token_buffer(rows * K * E, self.x).view(rows, K, E)
+        index = torch.empty(rows, K, dtype=torch.int64, device=self.x.device)
+        for lo, hi, first, end, row in runs(segments):
+            part = self._part(first, end)
+            n = (hi - lo) * part.count
+            self.kernel(self.x[lo:hi], part.masks, part.tokens[None], self.patch, self.mean, self.std,
+                        self.smoother.normalize == "after", out=pixels[row : row + n])
+            index[row : row + n] = part.tokens.repeat(hi - lo, 1)
+        return pixels, index
+
+    def forward(self, inputs: tuple[torch.Tensor, torch.Tensor], start: int, stop: int) -> torch.Tensor:
+        pixels, index = inputs
+        return self.smoother.token_logits(pixels[start:stop], index[start:stop])
 
 
 class _ViTTokens:
@@ -114,42 +143,44 @@ class _ViTTokens:
         """The ablations grouped by kept-token count (one group of all tokens without dropping)."""
         return _groups(self, height, width, device)
 
-    def _count(self, x: torch.Tensor) -> torch.Tensor:
-        """Counts [B, K] on the CPU over every ablation, forwards grouped by kept-token count."""
+    def token_logits(self, pixels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Logits [N, num_classes] (float32) of one forward of the token ViT."""
+        self._eval()
+        with torch.inference_mode():
+            if self.autocast is None:
+                logits = self.model.forward_tokens(pixels, index)
+            else:
+                with torch.autocast(pixels.device.type, dtype=self.autocast):
+                    logits = self.model.forward_tokens(pixels, index)
+        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+            raise ValueError(f"the ViT returned shape {tuple(logits.shape)}, expected (N, num_classes={self.num_classes})")
+        return logits.float()
+
+    def _work(self, x: torch.Tensor) -> _TokenWork:
         B, _, H, W = x.shape
         self._check_image(H, W)
-        counts = torch.zeros(B, self.num_classes, dtype=torch.int64, device=x.device)
-        mean, std = check_stats(self.mean, self.std, x)
-        kernel = tokens_kernel(self.backend, x.device)
-        patch = self.model.patch
-        E = x.shape[1] * patch[0] * patch[1]
-        for group in self.groups(H, W, x.device):
-            K = group.tokens.shape[1]
-            for lo, hi, part in _forwards(B, group, self.batch_size):
-                n = (hi - lo) * part.count
-                out = self._token_buffer(n * K * E, x).view(n, K, E)
-                pixels, index = token_inputs(x[lo:hi], part, patch, mean, std, self.normalize, kernel, out)
-                votes = token_votes(self, pixels, index)
-                counts[lo:hi] += votes.view(hi - lo, part.count, -1).sum(dim=1)
-        return counts.cpu()
+        if not isinstance(self.batch_size, int):
+            raise ValueError(f"ViT smoothers need an integer batch_size (token batches), got {self.batch_size!r}")
+        return _TokenWork(self, x, self.groups(H, W, x.device))
+
+    def _count(self, x: torch.Tensor) -> torch.Tensor:
+        """Counts [B, K] on the CPU over every ablation, forwards grouped by kept-token count."""
+        work = self._work(x)
+        slots = [(b, b) for b in range(x.shape[0])]
+        return self.run_work(work, Everything(work.total), slots, x.device, 1, self.batch_size).counts.cpu()
+
+    def _decide(self, x: torch.Tensor, votes: list[int], predict: bool) -> Decided:
+        """Exact early exit (``fastsmooth.engine.Margins``) over the ablations in group order."""
+        work = self._work(x)
+        decider = Margins(work.total, votes, x.shape[0], predict)
+        self.run_work(work, decider, [(b, b) for b in range(x.shape[0])], x.device, 1, self.batch_size)
+        return Decided(decider.prediction, decider.certified, self.last_units.clone())
 
     def _token_buffer(self, numel: int, x: torch.Tensor) -> torch.Tensor:
         buf = getattr(self, "_tokens", None)
         if buf is None or buf.numel() < numel or buf.dtype != x.dtype or buf.device != x.device:
             buf = self._tokens = torch.empty(numel, dtype=x.dtype, device=x.device)
         return buf[:numel]
-
-
-def _forwards(B: int, group: TokenGroup, batch_size: int) -> Iterator[tuple[int, int, TokenGroup]]:
-    """(first image, end image, ablations) of each forward: whole images when a group fits."""
-    if group.count <= batch_size:
-        step = batch_size // group.count
-        for lo in range(0, B, step):
-            yield lo, min(B, lo + step), group
-    else:
-        for b in range(B):
-            for first in range(0, group.count, batch_size):
-                yield b, b + 1, group.slice(first, min(group.count, first + batch_size))
 
 
 def _groups(smoother: _ViTTokens, H: int, W: int, device: torch.device) -> list[TokenGroup]:
