@@ -18,7 +18,6 @@ for blocks), nothing per image.
 from __future__ import annotations
 
 import bisect
-import functools
 from collections.abc import Sequence
 
 import torch
@@ -184,28 +183,23 @@ class _ViTTokens:
 
 
 def _groups(smoother: _ViTTokens, H: int, W: int, device: torch.device) -> list[TokenGroup]:
-    masks = smoother.masks(H, W, device)
-    key = (type(smoother).__name__, smoother.size, getattr(smoother, "axis", ""), H, W, smoother.model.patch,
-           smoother.drop_tokens)
-    return _cached_groups(key, smoother, masks, device)
-
-
-def _cached_groups(key: tuple, smoother: _ViTTokens, masks: KeepMasks, device: torch.device) -> list[TokenGroup]:
+    """The smoother's ablations grouped by kept-token count, built once per geometry and device."""
+    patch, drop = smoother.model.patch, smoother.drop_tokens
+    key = (type(smoother).__name__, smoother.size, getattr(smoother, "axis", ""), H, W, patch, drop)
     cache = _GROUP_CACHE.setdefault(device, {})
     if key not in cache:
-        _, _, _, H, W, patch, drop = key
+        masks = smoother.masks(H, W, device)
         P = masks.count
         if drop:
             pairs = group_by_count(smoother.token_sets(H, W))
         else:
             every = torch.arange((H // patch[0]) * (W // patch[1]))
             pairs = [(torch.arange(P), every.expand(P, -1).contiguous())]
-        cache[key] = [
-            TokenGroup(members.to(device), KeepMasks(masks.rows[:, members.to(masks.rows.device)].contiguous(),
-                                                     masks.cols[:, members.to(masks.cols.device)].contiguous()),
-                       tokens.to(device))
-            for members, tokens in pairs
-        ]
+        cache[key] = []
+        for members, tokens in pairs:
+            on = members.to(masks.rows.device)
+            group_masks = KeepMasks(masks.rows[:, on].contiguous(), masks.cols[:, on].contiguous())
+            cache[key].append(TokenGroup(members.to(device), group_masks, tokens.to(device)))
     return cache[key]
 
 
@@ -215,7 +209,6 @@ _GROUP_CACHE: dict[torch.device, dict[tuple, list[TokenGroup]]] = {}
 def _vit_init(cls):
     """Give a patch smoother class the ViT constructor: (model, num_classes, size, ..., normalize, drop_tokens)."""
 
-    @functools.wraps(cls.__init__)
     def __init__(
         self,
         model: TokenViT,
