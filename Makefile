@@ -24,7 +24,7 @@ STAMP := $(VENV)/.fastsmooth-installed
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH) $(TRITON) setuptools wheel ninja numpy
-	$(BIN)/pip install --quiet --no-build-isolation -e ".[test,demo,art,ray]"
+	$(BIN)/pip install --quiet --no-build-isolation -e ".[test,demo,art,ray,vit]"
 	touch $(STAMP)
 
 demo: $(STAMP)

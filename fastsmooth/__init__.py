@@ -24,6 +24,9 @@ from fastsmooth.smoothing import (
     RowSmoothing,
     Smooth,
     UniformSmoothing,
+    ViTBlockSmoothing,
+    ViTColumnSmoothing,
+    ViTRowSmoothing,
 )
 
 __version__ = "0.1.0"
@@ -50,6 +53,9 @@ __all__ = [
     "DSSN",
     "SSN",
     "UniformSmoothing",
+    "ViTColumnSmoothing",
+    "ViTRowSmoothing",
+    "ViTBlockSmoothing",
     "l0_delta",
     "l0_radius",
     "__version__",

@@ -51,6 +51,8 @@ _HYPER_FLAGS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
                    "help": "row: the model was trained on transposed images (the authors' MNIST row models)"}),
     "mean": (("--mean",), {"type": float, "nargs": "+", "help": "ablation methods: per-channel normalization"}),
     "std": (("--std",), {"type": float, "nargs": "+", "help": "ablation methods: per-channel normalization"}),
+    "normalize": (("--normalize",), {"choices": ("after", "before"),
+                  "help": "ViT methods: normalize after ablation (the authors' code, default) or before (ART)"}),
 }
 
 
@@ -131,9 +133,15 @@ def _num_labels(dataset: torch.utils.data.Dataset) -> int:
     return max(int(dataset[i][1]) for i in range(len(dataset))) + 1  # type: ignore[arg-type]
 
 
-def _build_model(arch: str, in_channels: int, num_classes: int) -> torch.nn.Module:
+def _build_model(arch: str, in_channels: int, num_classes: int, shape: tuple[int, ...] | None = None,
+                 drop_tokens: bool | None = None) -> torch.nn.Module:
     from fastsmooth import models
 
+    if models.is_vit(arch):  # a smoothed ViT, built at the data's image size (timm names) and token mode
+        kwargs: dict[str, Any] = {} if drop_tokens is None else {"drop_tokens": bool(drop_tokens)}
+        if shape is not None and arch.startswith(("vit_", "deit_")):
+            kwargs["img_size"] = tuple(shape[1:])
+        return models.build(arch, in_channels=in_channels, num_classes=num_classes, **kwargs)
     if arch.startswith("cohen_"):  # fixed by the authors' checkpoints: 3 channels, no keywords
         if in_channels != 3:
             raise CliError(f"--arch {arch} takes 3 input channels, but the method gives the model {in_channels}")
@@ -262,19 +270,22 @@ def _certify(args: argparse.Namespace) -> int:
             raise CliError(message + " (pass --override to certify anyway)")
         _warn(message)
     method = _methods.get(name)
-    hp = _methods.resolve(method, _merge_recorded(method, _given_hyper(args, method), meta, args.override), shape)
-
     arch = args.arch or (meta or {}).get("arch")
     if arch is None:
         raise CliError(f"--arch is required: {args.checkpoint} does not record one (choose from {', '.join(models.available())})")
-    in_channels = method.in_channels(shape[0])
+    vit = models.is_vit(arch)
+    in_channels = shape[0] if vit else method.in_channels(shape[0])
     if meta is not None and meta.get("in_channels") not in (None, in_channels):
         raise CliError(f"the checkpoint's model takes {meta['in_channels']} input channels, but method {name!r} on "
                        f"{shape[0]}-channel images gives it {in_channels}")
     num_classes = args.num_classes or (meta or {}).get("num_classes") or _classes_in(obj) or 10
-    model = _build_model(arch, in_channels, num_classes)
+    drop = (meta or {}).get("hyperparameters", {}).get("drop_tokens")
+    model = _build_model(arch, in_channels, num_classes, shape, drop)
     models.load_checkpoint(model, obj)
     _probe(model, in_channels, shape, arch, num_classes)
+    if vit:
+        method = _methods.for_vit(method, model)
+    hp = _methods.resolve(method, _merge_recorded(method, _given_hyper(args, method), meta, args.override), shape)
 
     device = torch.device("cpu") if executor is not None else _device(args.device)  # Ray: the workers pick theirs
     dtype = DTYPES[args.dtype]
@@ -402,27 +413,35 @@ _LOCAL_RAY = "local"
 
 # -- train ------------------------------------------------------------------------------------------
 def _train(args: argparse.Namespace) -> int:
+    from fastsmooth import models
     from fastsmooth.training import TrainConfig, save_checkpoint, train
 
     _check_output(args.output, "--output")
     dataset = load_data(args.data, args.image_size)
     shape = _first_shape(dataset, args.data)
     method = _methods.get(args.method)
-    hp = _methods.resolve(method, _given_hyper(args, method), shape)
-    if args.per not in method.per_choices:
-        raise CliError(f"--per {args.per}: method {method.name!r} draws its training noise per "
-                       f"{' or '.join(method.per_choices)}")
+    vit = models.is_vit(args.arch)
     num_classes = args.num_classes or _num_labels(dataset)
-    in_channels = method.in_channels(shape[0])
+    in_channels = shape[0] if vit else method.in_channels(shape[0])
     torch.manual_seed(args.train_seed)  # the initial weights
-    model = _build_model(args.arch, in_channels, num_classes)
+    model = _build_model(args.arch, in_channels, num_classes, shape, False if args.no_drop_tokens else None)
     _probe(model, in_channels, shape, args.arch, num_classes)
+    if vit:
+        try:
+            method = _methods.for_vit(method, model)
+        except ValueError as err:
+            raise CliError(f"--arch {args.arch}: {err}") from None
+    hp = _methods.resolve(method, _given_hyper(args, method), shape)
+    per = args.per or method.per_choices[0]
+    if per not in method.per_choices:
+        raise CliError(f"--per {per}: method {method.name!r} draws its training noise per "
+                       f"{' or '.join(method.per_choices)}")
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, copies=args.copies,
                          optimizer=args.optimizer, weight_decay=args.weight_decay, seed=args.train_seed)
     device = _device(args.device)
-    losses = train(model, dataset, method.noise(hp, args.per), config, device=device, progress=not args.no_progress,
+    losses = train(model, dataset, method.noise(hp, per), config, device=device, progress=not args.no_progress,
                    num_classes=num_classes, image_shape=shape)
-    record = {**vars(config), "per": args.per, "data": args.data, "images": len(dataset), "losses": losses}  # type: ignore[arg-type]
+    record = {**vars(config), "per": per, "data": args.data, "images": len(dataset), "losses": losses}  # type: ignore[arg-type]
     save_checkpoint(args.output, model, method=method.name, hyperparameters=hp, arch=args.arch,
                     in_channels=in_channels, num_classes=num_classes, image_shape=shape, training=record)
     print(f"trained {args.arch} for {method.name} {hp} over {args.epochs} epoch(s); final loss {losses[-1]:.4f}")
@@ -581,8 +600,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--copies", type=int, default=1, help="noisy copies of each image per minibatch (default 1)")
     train.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     train.add_argument("--weight-decay", type=float, default=0.0)
-    train.add_argument("--per", choices=("image", "batch"), default="image",
-                       help="one noise draw (band position, pixel subset) per image or per minibatch")
+    train.add_argument("--per", choices=("image", "batch"), default=None,
+                       help="one noise draw (band position, pixel subset) per image or per minibatch "
+                            "(default: per image; smoothed ViTs: per minibatch)")
+    train.add_argument("--no-drop-tokens", action="store_true",
+                       help="smoothed ViTs: train (and later certify) on every token instead of the kept ones")
     train.add_argument("--train-seed", type=int, default=0, help="seed of initialization, shuffling and noise")
     train.set_defaults(run=_train)
 

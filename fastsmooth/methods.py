@@ -40,7 +40,7 @@ from fastsmooth.smoothing import (
     UniformSmoothing,
 )
 
-__all__ = ["Method", "METHODS", "get", "names", "resolve"]
+__all__ = ["Method", "METHODS", "get", "names", "resolve", "for_vit"]
 
 Hyper = dict[str, Any]
 #: noise(x [B, C, H, W], generator) -> the base model's training input for that batch.
@@ -345,3 +345,50 @@ def resolve(method: Method, given: Mapping[str, Any], shape: tuple[int, int, int
     if shape is not None:
         method.check_shape(hp, shape[1], shape[2])
     return hp
+
+
+# -- smoothed vision transformers -------------------------------------------------------------------
+#: patch method -> (ablation kind, band axis) of its smoothed-ViT variant
+_VIT_VARIANTS = {"column": ("band", "column"), "row": ("band", "row"), "block": ("block", "column")}
+
+
+def for_vit(method: Method, model: nn.Module) -> Method:
+    """The smoothed-ViT variant of a patch method (semantics.md §10), for a ``TokenViT`` ``model``.
+
+    The model sees C channels (not 2C) and is trained with one random band / block per
+    minibatch (``--per batch``), kept tokens only when it drops tokens. Top-1 votes by
+    default, as the papers' ViT code. Two hyperparameters join the method's: ``normalize``
+    ("after" or "before" ablation) and ``drop_tokens`` (fixed by the model), both recorded.
+    """
+    from fastsmooth.smoothing.vit import (
+        ViTBlockSmoothing,
+        ViTColumnSmoothing,
+        ViTRowSmoothing,
+        token_training_noise,
+    )
+
+    if method.name not in _VIT_VARIANTS:
+        raise ValueError(f"method {method.name!r} has no smoothed-ViT variant; with a ViT use "
+                         f"{', '.join(_VIT_VARIANTS)}")
+    kind, axis = _VIT_VARIANTS[method.name]
+    smoother = {"column": ViTColumnSmoothing, "row": ViTRowSmoothing, "block": ViTBlockSmoothing}[method.name]
+
+    def build(m: nn.Module, k: int, hp: Hyper, bs: int) -> Any:
+        extra = {"transposed": bool(hp["transposed"])} if method.name == "row" else {}
+        return smoother(m, k, hp["size"], batch_size=bs, normalize=hp["normalize"], drop_tokens=hp["drop_tokens"],
+                        **_patch_kw(hp), **extra)
+
+    def noise(hp: Hyper, per: str) -> Noise:
+        return token_training_noise(model, kind, hp["size"], axis=axis, mean=hp.get("mean"), std=hp.get("std"),
+                                    normalize=hp["normalize"], transposed=bool(hp.get("transposed")))
+
+    return dataclasses.replace(
+        method,
+        description=method.description + "; smoothed ViT (token dropping)",
+        defaults={**method.defaults, "threshold": None, "normalize": "after", "drop_tokens": model.drop_tokens},
+        model_defining=method.model_defining + ("normalize", "drop_tokens"),
+        ablation=False,
+        build=build,
+        noise=noise,
+        per_choices=("batch",),
+    )

@@ -114,7 +114,9 @@ def train(
                 if config.copies > 1:
                     x, y = x.repeat_interleave(config.copies, 0), y.repeat_interleave(config.copies, 0)
                 inputs = noise(x.to(device), generator)
-                loss = nn.functional.cross_entropy(model(inputs), y.to(device))
+                # a tuple is several model arguments (a token ViT's kept-token pixels and their indices)
+                logits = model(*inputs) if isinstance(inputs, tuple) else model(inputs)
+                loss = nn.functional.cross_entropy(logits, y.to(device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

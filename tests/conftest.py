@@ -40,3 +40,13 @@ def kernel_backend(request) -> str:
 
 def device_of(backend: str) -> torch.device:
     return torch.device("cuda" if backend == "cuda" or (backend == "triton" and torch.cuda.is_available()) else "cpu")
+
+
+def timm_or_skip():
+    """timm (the optional extra ``vit``), imported through fastsmooth's torchvision shim; skips without it."""
+    from fastsmooth.models.vit import import_timm
+
+    try:
+        return import_timm()
+    except ImportError as err:
+        pytest.skip(f"timm unavailable: {err}")

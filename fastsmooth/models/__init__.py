@@ -14,7 +14,13 @@ name                       in_channels  num_classes  used for
 ``cifar_resnet110``        3            10           CIFAR-10 Cohen et al. network, without normalization
 ``cohen_cifar_resnet110``  3            10           ``Sequential(NormalizeLayer(CIFAR-10), ResNet-110)``
 ``cohen_imagenet_resnet50`` 3           1000         ``Sequential(NormalizeLayer(ImageNet), ResNet-50)``
+``mnist_vit``              1            10           smoothed ViT (token dropping), 28 x 28, 4 x 4 patches
+``cifar_vit``              3            10           smoothed ViT (token dropping), 32 x 32, 4 x 4 patches
+``vit_*`` / ``deit_*``     3            1000         any timm ViT / DeiT by its timm name (``TokenViT``)
 =========================  ===========  ===========  =====================================================
+
+The ViTs need the optional extra ``vit`` (timm) and take ``drop_tokens=`` and, for timm names,
+``pretrained=<local file>``, ``img_size=``, ``patch_size=`` and timm's own arguments.
 """
 from __future__ import annotations
 
@@ -32,11 +38,14 @@ from fastsmooth.models.resnet_cifar import CifarResNet, cifar_resnet18
 from fastsmooth.models.resnet_imagenet import ImageNetResNet, imagenet_resnet50
 from fastsmooth.models.wide_resnet import WideResNet, wrn40_2
 
+# fastsmooth.models.vit imports timm only when a ViT is built (timm is an optional extra)
+from fastsmooth.models import vit as _vit
+
 __all__ = [
     "build", "available", "load_checkpoint", "read_checkpoint", "extract_state_dict", "CheckpointError",
     "MnistCNN", "CifarResNet", "ImageNetResNet", "WideResNet", "CohenCifarResNet", "NormalizeLayer",
     "cifar_resnet18", "imagenet_resnet50", "wrn40_2", "cifar_resnet110", "cohen_architecture",
-    "CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD",
+    "CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "is_vit",
 ]
 
 
@@ -62,11 +71,19 @@ _REGISTRY: Dict[str, Callable[..., nn.Module]] = {
     # Cohen's wrapped models are fixed by their checkpoints, hence no keyword arguments.
     "cohen_cifar_resnet110": _cohen_cifar_resnet110,
     "cohen_imagenet_resnet50": _cohen_imagenet_resnet50,
+    "mnist_vit": _vit.mnist_vit,
+    "cifar_vit": _vit.cifar_vit,
 }
+_TIMM_PREFIXES = ("vit_", "deit_")  # any timm ViT / DeiT name builds a TokenViT
+
+
+def is_vit(name: str) -> bool:
+    """Whether ``build(name)`` makes a :class:`~fastsmooth.models.vit.TokenViT` (a C-channel model)."""
+    return name in _vit.VIT_PRESETS or name.startswith(_TIMM_PREFIXES)
 
 
 def available() -> List[str]:
-    """The names :func:`build` accepts, sorted."""
+    """The names :func:`build` accepts, sorted (timm ViT names are accepted too, not listed)."""
     return sorted(_REGISTRY)
 
 
@@ -81,8 +98,12 @@ def build(name: str, **kwargs) -> nn.Module:
     Raises:
         ValueError: unknown name (the message lists the valid ones).
     """
+    if name not in _REGISTRY and name.startswith(_TIMM_PREFIXES):
+        return _vit.build_vit(name, **kwargs)
     try:
         factory = _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}") from None
+        raise ValueError(
+            f"unknown model {name!r}; available: {', '.join(available())}, or a timm ViT name (vit_* / deit_*)"
+        ) from None
     return factory(**kwargs)

@@ -16,6 +16,7 @@ from fastsmooth.ops.ablation import (
 )
 from fastsmooth.ops.gaussian import gaussian_noise
 from fastsmooth.ops.pixel_ablation import ablate_pixels, ablate_pixels_train
+from fastsmooth.ops.tokens import ablate_tokens, band_tokens, block_tokens
 from fastsmooth.ops.splitting import (
     dssn_levels,
     dssn_split,
@@ -45,4 +46,7 @@ __all__ = [
     "dssn_split_random",
     "ssn_noise",
     "uniform_noise",
+    "ablate_tokens",
+    "band_tokens",
+    "block_tokens",
 ]

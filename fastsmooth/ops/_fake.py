@@ -60,3 +60,18 @@ def _ssn_noise_fake(x, lam, n, seed):
 def _uniform_noise_fake(x, lam, n, seed):
     B, C, H, W = x.shape
     return x.new_empty((B * n, C, H, W))
+
+
+# --- smoothed-ViT token extraction (fastsmooth/ops/tokens) ---
+
+
+@torch.library.register_fake("fastsmooth::ablate_tokens")
+def _ablate_tokens_fake(x, rows, cols, tiles, tile_h, tile_w, tokens, patch_h, patch_w, mean, std, normalize_fill):
+    B, C, _, _ = x.shape
+    return x.new_empty((B * rows.shape[1], tokens.shape[2], C * patch_h * patch_w))
+
+
+@torch.library.register_fake("fastsmooth::ablate_tokens_out")
+def _ablate_tokens_out_fake(x, rows, cols, tiles, tile_h, tile_w, tokens, patch_h, patch_w, mean, std,
+                            normalize_fill, out):
+    return None

@@ -12,6 +12,7 @@ from fastsmooth.smoothing.patch import (
     RandomizedBandSmoothing,
     RowSmoothing,
 )
+from fastsmooth.smoothing.vit import ViTBlockSmoothing, ViTColumnSmoothing, ViTRowSmoothing
 
 __all__ = [
     "BaseSmoother",
@@ -28,4 +29,7 @@ __all__ = [
     "DSSN",
     "SSN",
     "UniformSmoothing",
+    "ViTColumnSmoothing",
+    "ViTRowSmoothing",
+    "ViTBlockSmoothing",
 ]

@@ -1,0 +1,99 @@
+"""Smoothed vision transformers: token dropping against the same ViT on every token and against
+ART 1.20.1's salman2021 path, and a ViT trained on the demo digits beside the demo's CNN.
+
+Roles of the timing rows, interleaved round by round on the same weights and images:
+1. ``fastsmooth drop``: ``ViTColumnSmoothing`` / ``ViTBlockSmoothing`` counts, kept tokens only;
+2. ``floor all tokens``: the same smoother and ViT without dropping (every token of every
+   ablation: the forward cost a non-dropping engine cannot go below);
+3. ``ART salman2021``: ``PyTorchDeRandomizedSmoothing(algorithm="salman2021", drop_tokens=True)
+   .eval_and_certify`` (one position at a time over the batch of images, as ART runs).
+Every role computes the same votes (tests/test_vit_art.py checks that the counts are equal).
+Base networks have random weights (timing does not depend on them).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+try:
+    from fastsmooth.models.vit import import_timm
+
+    timm = import_timm()
+except ImportError as err:
+    pytest.skip(f"timm unavailable: {err}", allow_module_level=True)
+pytest.importorskip("art")
+
+import fastsmooth  # noqa: E402
+from conftest import run  # noqa: E402
+from fastsmooth.models.vit import build_vit  # noqa: E402
+
+
+def _art(monkeypatch, arch, size, kind, image, patch, **shrink):
+    """ART's estimator on ``arch`` built at ``image`` x ``image`` (see tests/test_vit_art.py)."""
+    from art.estimators.certification.derandomized_smoothing import PyTorchDeRandomizedSmoothing
+
+    create = timm.create_model
+
+    def sized(name, **kwargs):
+        kwargs.update(shrink, img_size=image, patch_size=patch, num_classes=10,
+                      pretrained_cfg_overlay=dict(input_size=(3, image, image), num_classes=10))
+        return create(name, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", sized)
+    try:
+        return PyTorchDeRandomizedSmoothing(
+            model=arch, loss=torch.nn.CrossEntropyLoss(), input_shape=(3, image, image), nb_classes=10,
+            ablation_size=size, algorithm="salman2021", ablation_type=kind, replace_last_layer=False,
+            drop_tokens=True, load_pretrained=False, device_type="cpu", verbose=False,
+        )
+    finally:
+        monkeypatch.setattr(timm, "create_model", create)
+
+
+def _ours(estimator, arch, image, patch, drop, **shrink):
+    model = build_vit(arch, num_classes=10, img_size=image, patch_size=patch, drop_tokens=drop, **shrink)
+    model.vit.load_state_dict(estimator.model.state_dict())
+    return model.eval()
+
+
+def _roles(monkeypatch, arch, kind, size, image, patch, batch, **shrink):
+    estimator = _art(monkeypatch, arch, size, kind, image, patch, **shrink)
+    cls = fastsmooth.ViTColumnSmoothing if kind == "column" else fastsmooth.ViTBlockSmoothing
+    drop = cls(_ours(estimator, arch, image, patch, True, **shrink), 10, size, batch_size=batch, normalize="before")
+    every = cls(_ours(estimator, arch, image, patch, False, **shrink), 10, size, batch_size=batch, normalize="before")
+
+    def art(x):
+        return estimator.eval_and_certify(x.numpy(), np.zeros(len(x), dtype=np.int64), size_to_certify=1,
+                                          batch_size=len(x), verbose=False)
+
+    return drop, every, art
+
+
+VITS = os.environ.get("FASTSMOOTH_BENCH_VIT_S", "1") == "1"
+
+
+@pytest.mark.parametrize("images", [1, 16])
+def test_vit_s16_column(benchmark, monkeypatch, images):
+    """ViT-S/16 at 224 x 224, column smoothing s = 19 (224 ablations per image, 28 or 42 tokens kept)."""
+    if not VITS:
+        pytest.skip("FASTSMOOTH_BENCH_VIT_S=0")
+    drop, every, art = _roles(monkeypatch, "vit_small_patch16_224", "column", 19, 224, 16, batch=224)
+    x = torch.rand(images, 3, 224, 224)
+    others = {"ART salman2021": lambda: art(x)}
+    if images == 1:  # the floor at 16 images would take minutes per round on a CPU
+        others["floor all tokens"] = lambda: every.counts(x)
+    run(benchmark, lambda: drop.counts(x), group=f"ViT-S/16 column s=19, 224x224, {images} image(s)",
+        role="fastsmooth drop", primary=True, rounds=3 if images == 1 else 1, warmup=images == 1,
+        interleaved=others, images=images)
+
+
+def test_cifar_vit_block(benchmark, monkeypatch):
+    """Block smoothing s = 4 on 32 x 32 with 4 x 4 patches (1024 ablations per image, 1-4 tokens kept)."""
+    shrink = dict(embed_dim=192, depth=12, num_heads=3)  # ViT-Ti's width and depth, CIFAR geometry
+    drop, every, art = _roles(monkeypatch, "vit_tiny_patch16_224", "block", 4, 32, 4, batch=1024, **shrink)
+    x = torch.rand(2, 3, 32, 32)
+    run(benchmark, lambda: drop.counts(x), group="ViT-Ti/4 block s=4, 32x32, 2 images", role="fastsmooth drop",
+        primary=True, rounds=3, interleaved={"floor all tokens": lambda: every.counts(x), "ART salman2021": lambda: art(x)})
