@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 import fastsmooth
-from fastsmooth.evaluate import read_level_results
+from fastsmooth.results import read_results
 from fastsmooth.smoothing.base import Decided
 
 
@@ -16,23 +16,23 @@ class IndexDecider:
     certificate_name = "radius"
 
     def __init__(self, fail_after: int | None = None):
-        self.seen: list[int] = []
-        self.fail_after = fail_after
+        self._seen: list[int] = []
+        self._fail_after = fail_after
 
     def evaluate_batch(self, x):  # pragma: no cover - level mode never calls it
         raise AssertionError("level mode must call decide_batch")
 
     def decide_batch(self, x: torch.Tensor, levels) -> Decided:
-        if self.fail_after is not None and len(self.seen) >= self.fail_after:
+        if self._fail_after is not None and len(self._seen) >= self._fail_after:
             raise KeyboardInterrupt("interrupted")
-        index = x[:, 0, 0, 0].round().long()
-        self.seen += index.tolist()
+        index = (x[:, 0, 0, 0] * 100).round().long()
+        self._seen += index.tolist()
         certified = torch.stack([(index % 4) >= t for t in levels], dim=1)
         return Decided(index % 3, certified, 10 * index)
 
 
 def data(n: int) -> TensorDataset:
-    images = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous()
+    images = (torch.arange(n, dtype=torch.float32) / 100).view(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous()
     return TensorDataset(images, torch.arange(n) % 2)
 
 
@@ -44,15 +44,20 @@ def test_level_rows_summary_and_resume(tmp_path):
     resumed = IndexDecider()
     summary = fastsmooth.evaluate(resumed, data(12), levels=(1, 3), output=out, batch_images=4, progress=False,
                                   decide=True)
-    assert resumed.seen == list(range(4, 12))  # finished rows are not recomputed
+    assert resumed._seen == list(range(4, 12))  # finished rows are not recomputed
     lines = out.read_text().splitlines()
-    assert lines[0] == "idx\tlabel\tpredict\tcertified@1\tcertified@3\tcorrect\tforwards\ttime"
-    assert lines[4].split("\t")[:7] == ["3", "1", "0", "1", "1", "0", "30"]
-    rows = read_level_results(out, (1, 3))
+    assert lines[0].startswith("# fastsmooth-run ") and '"decide":[1.0,3.0]' in lines[0]
+    assert lines[1] == "idx\tlabel\tpredict\tradius\tcorrect\ttime\tforwards\tcertified@1\tcertified@3"
+    fields = lines[5].split("\t")  # image 3: prediction 0, certified at both levels, 30 forwards
+    assert fields[:5] == ["3", "1", "0", "3", "0"] and fields[6:] == ["30", "1", "1"]
+    rows = read_results(out).rows
     assert [r.index for r in rows] == list(range(12))
+    assert [r.certificate for r in rows[:4]] == [-1.0, 1.0, 1.0, 3.0]  # the largest level certified, -1: none
     # correct for i in {0, 1, 6, 7}: certified at 1 for 1, 6, 7 and at 3 for 7
     assert summary.certified_accuracy == {1.0: pytest.approx(3 / 12), 3.0: pytest.approx(1 / 12)}
     assert summary.forwards_per_image == pytest.approx(55)
+    with pytest.raises(ValueError, match="decide"):  # a level-mode file never resumes into a full run
+        fastsmooth.evaluate(IndexDecider(), data(12), levels=(1, 3), output=out, progress=False)
 
 
 def test_level_mode_needs_levels_and_decide_batch(tmp_path):

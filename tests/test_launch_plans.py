@@ -1,7 +1,7 @@
 """Launch plans of the GPU kernels (fastsmooth.ops.launch_plans), checked without a GPU.
 
 1. Parallelism: on every launch shape of the benchmark rows (the papers' Table 9 patch rows,
-   DSSN, l0 and Gaussian / SSN / uniform at batch one image), every CUDA and Triton kernel's
+   DSSN, l0, Gaussian / SSN / uniform and the smoothed-ViT token op at batch one image), every CUDA and Triton kernel's
    launch exposes at least min(outputs / 8, 2^20) lanes (CUDA threads; Triton programs x
    num_warps x 32), so one image fills a GPU.
 2. Correctness of the chunked grids: the Triton structured-ablation kernel under the
@@ -64,6 +64,14 @@ GAUSSIAN_SHAPES = {"Gaussian CIFAR-10, batch 100": (100, 3072), "Gaussian CIFAR-
 NOISE_SHAPES = {"SSN / uniform CIFAR-10, batch 100": (1, 3072, 100), "SSN / uniform CIFAR-10, n0=64": (1, 3072, 64),
                 "SSN / uniform CIFAR-10, n=8": (1, 3072, 8)}
 
+# Smoothed-ViT kept-token pixels (samples = B * P, per_sample = K x C x ph x pw): one image.
+TOKEN_SHAPES = {
+    "ViT-S/16 column s=19 (42 tokens)": (224, 42 * 3 * 16 * 16),
+    "ViT-S/16 column s=19, a forward of 16": (16, 28 * 3 * 16 * 16),
+    "CIFAR ViT block s=4 (4 x 4 patches)": (1024, 4 * 3 * 4 * 4),
+    "MNIST ViT column s=2 (4 x 4 patches)": (28, 14 * 1 * 4 * 4),
+}
+
 
 def outputs(kernel: str, sizes: tuple[int, ...]) -> int:
     """Elements the kernel writes for these sizes."""
@@ -84,6 +92,7 @@ CASES = [
     *[("ablate_pixels", name, s) for name, s in PIXEL_SHAPES.items()],
     *[("gaussian_noise", name, s) for name, s in GAUSSIAN_SHAPES.items()],
     *[("noise", name, s) for name, s in NOISE_SHAPES.items()],
+    *[("ablate_tokens", name, s) for name, s in TOKEN_SHAPES.items()],
 ]
 TRITON_PLANS = {
     "ablate": lp.triton_ablate,
@@ -91,6 +100,7 @@ TRITON_PLANS = {
     "gaussian_noise": lp.triton_gaussian_noise,
     "dssn_split": lp.triton_dssn_split,
     "noise": lp.triton_noise,
+    "ablate_tokens": lp.triton_ablate_tokens,
 }
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "triton_gaussian_noise",
     "triton_dssn_split",
     "triton_noise",
+    "triton_ablate_tokens",
 ]
 
 
@@ -96,6 +97,7 @@ CUDA_KERNELS = {
     "gaussian_noise": ("count", "D"),
     "dssn_split": ("B", "d", "K"),
     "noise": ("B", "d", "n"),
+    "ablate_tokens": ("samples", "per_sample"),
 }
 
 
@@ -197,4 +199,22 @@ def triton_noise(B: int, d: int, n: int) -> LaunchPlan:
     return LaunchPlan(
         "noise", (B * n, cdiv(d, block), 1), 4 * WARP, 1, work=cdiv(block, 4 * WARP),
         meta=dict(BLOCK=block, num_warps=4),
+    )
+
+
+TOKENS_MAX_BLOCK = 1024
+TOKENS_WARPS = 4
+MAX_GRID_Y = 65535
+
+
+def triton_ablate_tokens(samples: int, per_sample: int) -> LaunchPlan:
+    """``_ablate_tokens_kernel``: a 2-D grid, programs over tiles of BLOCK consecutive elements of
+    one sample's kept-token pixels (x) and over samples (y, capped at the hardware limit: the
+    kernel strides over the rest)."""
+    block = min(TOKENS_MAX_BLOCK, next_power_of_2(per_sample))
+    grid_y = min(samples, MAX_GRID_Y)
+    return LaunchPlan(
+        "ablate_tokens", (cdiv(per_sample, block), grid_y, 1), TOKENS_WARPS * WARP, 1,
+        work=cdiv(block, TOKENS_WARPS * WARP) * cdiv(samples, max(1, grid_y)),
+        meta=dict(BLOCK=block, num_warps=TOKENS_WARPS),
     )

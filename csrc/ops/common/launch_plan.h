@@ -123,4 +123,18 @@ FS_HOST_DEVICE LaunchPlan plan_dssn_split(int64_t B, int64_t d, int64_t K) {
   return plan;
 }
 
+// fastsmooth::ablate_tokens (cuda/tokens_kernel.cu): a 2-D grid, x over tiles of `block`
+// consecutive elements of one sample's kept-token pixels, y over samples (ablations x images),
+// capped at the hardware limit with a grid-stride loop over the remaining samples. Each thread
+// reads one input element and writes one output per sample it visits.
+FS_HOST_DEVICE LaunchPlan plan_ablate_tokens(int64_t samples, int64_t per_sample) {
+  LaunchPlan plan;
+  plan.block = per_sample >= 256 ? 256 : (per_sample >= 64 ? 128 : 64);
+  if (samples == 0 || per_sample == 0) return plan;
+  plan.grid_x = ceil_div(per_sample, plan.block);
+  plan.grid_y = min64(samples, kMaxGridYZ);
+  plan.work = ceil_div(samples, plan.grid_y);
+  return plan;
+}
+
 }  // namespace fastsmooth

@@ -2,6 +2,7 @@
 // pixels) x (samples), one thread per output element. Consecutive threads write consecutive
 // elements of a token row and read consecutive pixels of an image row (pw of them at a time).
 #include "convert.cuh"
+#include "../common/launch_plan.h"
 #include "tokens_launchers.h"
 
 namespace fastsmooth {
@@ -30,9 +31,9 @@ cudaError_t launch_typed(const TokensLaunch& a, cudaStream_t stream) {
   using acc_t = typename Convert<scalar_t>::acc_t;
   const int64_t samples = a.grid.samples(), per_sample = a.grid.per_sample();
   if (samples == 0 || per_sample == 0) return cudaSuccess;
-  const TokensPlan plan = plan_tokens(samples, per_sample);
-  const dim3 blocks(static_cast<unsigned>(plan.tiles), static_cast<unsigned>(plan.sample_blocks));
-  ablate_tokens_kernel<scalar_t><<<blocks, static_cast<unsigned>(plan.threads), 0, stream>>>(
+  const LaunchPlan plan = plan_ablate_tokens(samples, per_sample);
+  const dim3 blocks(static_cast<unsigned>(plan.grid_x), static_cast<unsigned>(plan.grid_y));
+  ablate_tokens_kernel<scalar_t><<<blocks, static_cast<unsigned>(plan.block), 0, stream>>>(
       static_cast<const scalar_t*>(a.x), static_cast<scalar_t*>(a.out), static_cast<const acc_t*>(a.mean),
       static_cast<const acc_t*>(a.std), a.masks, a.grid, a.normalize_fill);
   return cudaGetLastError();

@@ -21,21 +21,8 @@ struct TokensLaunch {
   DType dtype;
 };
 
-// The grid is 2-D: x over tiles of `threads` consecutive elements of one sample (its kept
-// tokens' pixels), y over samples (ablations x images). y is capped at the hardware limit and
-// the kernel strides over the remaining samples, so any B * P launches.
-struct TokensPlan {
-  int64_t threads, tiles, sample_blocks;
-};
-
-inline TokensPlan plan_tokens(int64_t samples, int64_t per_sample) {
-  constexpr int64_t kMaxGridY = 65535;
-  const int64_t threads = per_sample >= 256 ? 256 : (per_sample >= 64 ? 128 : 64);
-  const int64_t tiles = (per_sample + threads - 1) / threads;
-  const int64_t sample_blocks = samples < kMaxGridY ? samples : kMaxGridY;
-  return {threads, tiles, sample_blocks};
-}
-
+// The launch plan is plan_ablate_tokens (common/launch_plan.h), shared with the CPU build's
+// fastsmooth._C.cuda_launch_plan.
 cudaError_t launch_ablate_tokens(const TokensLaunch& args, cudaStream_t stream);
 
 }  // namespace cuda

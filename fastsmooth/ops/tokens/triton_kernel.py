@@ -13,8 +13,7 @@ import triton.language as tl
 
 from fastsmooth.ops.ablation.masks import KeepMasks
 from fastsmooth.ops.ablation.triton_kernel import _to_output
-
-_MAX_GRID_Y = 65535
+from fastsmooth.ops.launch_plans import triton_ablate_tokens
 
 
 @triton.jit
@@ -60,11 +59,6 @@ def _ablate_tokens_kernel(
                  mask=valid)
 
 
-def tokens_grid(samples: int, per_sample: int, block: int) -> tuple[int, int]:
-    """The launch grid: (tiles of ``block`` elements of one sample, sample programs)."""
-    return triton.cdiv(per_sample, block), min(samples, _MAX_GRID_Y)
-
-
 def ablate_tokens_triton(
     x: torch.Tensor,
     masks: KeepMasks,
@@ -84,14 +78,14 @@ def ablate_tokens_triton(
         out = torch.empty(B * P, K, E, dtype=x.dtype, device=x.device)
     if out.numel() == 0:
         return out
-    block = min(1024, triton.next_power_of_2(K * E))
+    plan = triton_ablate_tokens(B * P, K * E)
     tiles = masks.tiles if masks.tiles is not None else masks.rows
     TH, TW = (masks.tiles.shape[2], masks.tiles.shape[3]) if masks.tiles is not None else (1, 1)
-    _ablate_tokens_kernel[tokens_grid(B * P, K * E, block)](
+    _ablate_tokens_kernel[plan.grid[:2]](
         x, out, masks.rows, masks.cols, tiles, tokens,
         mean if mean is not None else x, std if std is not None else x,
         C, H, W, P, K, ph, pw, W // pw, E, int(masks.rows.shape[0] != 1), B * P, TH, TW, masks.tile_h, masks.tile_w,
         NORMALIZE=mean is not None, NORMALIZE_FILL=bool(normalize_fill), HAS_TILES=masks.tiles is not None,
-        ACC_DTYPE=tl.float64 if x.dtype == torch.float64 else tl.float32, BLOCK=block,
+        ACC_DTYPE=tl.float64 if x.dtype == torch.float64 else tl.float32, **plan.meta,
     )
     return out
