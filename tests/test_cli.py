@@ -117,17 +117,20 @@ def test_resume_max_and_skip(column_ckpt, data_file, tmp_path):
 
 
 def test_certify_decide_writes_levels_and_forwards(column_ckpt, data_file, tmp_path, capsys):
-    from fastsmooth.evaluate import read_level_results
+    from fastsmooth.results import read_results
 
     full = _reference(column_ckpt, data_file, tmp_path / "ref.tsv")
     out = tmp_path / "levels.tsv"
     assert _certify("--checkpoint", str(column_ckpt), "--data", str(data_file), "--output", str(out),
                     "--levels", "1", "3", "--decide") == 0
     assert "forwards / image" in capsys.readouterr().out
-    rows = read_level_results(out, (1, 3))
+    results = read_results(out)
+    assert results.columns[6:] == ["forwards", "certified@1", "certified@3"]
+    rows = results.rows
     assert [r.index for r in rows] == [r[0] for r in full]
     # the same answers as the full certificate (exact early exit), row by row
-    assert [(r.prediction, r.certified) for r in rows] == [(f[2], (f[3] >= 1, f[3] >= 3)) for f in full]
+    certified = [(r.extra[1] == "1", r.extra[2] == "1") for r in rows]
+    assert [(r.prediction, c) for r, c in zip(rows, certified)] == [(f[2], (f[3] >= 1, f[3] >= 3)) for f in full]
 
 
 def _error(capsys, *argv: str) -> str:

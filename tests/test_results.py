@@ -144,7 +144,7 @@ def test_seeded_randomized_runs_do_not_depend_on_batching_or_resuming(name, tmp_
     """Item 5: same seed, same rows, whatever batch_images; a resumed run equals an uninterrupted one."""
     make = {
         "gaussian": lambda: fastsmooth.Smooth(_uncertain_net(2), 4, 0.25, n0=5, n=60, alpha=0.2),
-        "ablation": lambda: fastsmooth.RandomizedAblation(_uncertain_net(4, 3), 4, keep=30, n0=5, n=60, alpha=0.2),
+        "ablation": lambda: fastsmooth.RandomizedAblation(_uncertain_net(4, 3), 4, keep=10, n0=5, n=60, alpha=0.2),
         "ssn": lambda: fastsmooth.SSN(_uncertain_net(2), 4, sigma=0.25, n0=5, n=60, alpha=0.2),
         "randomized-band": lambda: fastsmooth.RandomizedBandSmoothing(_uncertain_net(4), 4, size=2, n0=5, n=60,
                                                                       alpha=0.2),

@@ -62,7 +62,7 @@ def test_the_same_test_catches_repeated_fixed_n_clopper_pearson(monkeypatch):
 @pytest.mark.parametrize("batch_size", [700, 20_000])
 def test_answers_do_not_depend_on_batch_size_or_image_order(batch_size):
     model = OnePixel(0.5)
-    x = torch.linspace(-1, 1, 12).reshape(12, 1, 1, 1)
+    x = torch.linspace(0, 1, 12).reshape(12, 1, 1, 1)  # images in [0, 1], around the class boundary t
     smooth = Smooth(model, 2, 0.5, backend="cpu")
     a = smooth.decide_batch(x, [0.1, 0.3], n0=50, n_max=2000, alpha=0.01, batch_size=batch_size, seed=3)
     b = smooth.decide_batch(x, [0.1, 0.3], n0=50, n_max=2000, alpha=0.01, batch_size=333, seed=3)

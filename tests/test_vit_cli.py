@@ -44,7 +44,7 @@ def test_train_and_certify_a_vit(data_file, tmp_path, method, drop):
     out = tmp_path / "vit.tsv"
     assert main(["certify", "--checkpoint", str(tmp_path / "vit.pt"), "--data", str(data_file), "--output", str(out),
                  "--no-progress"]) == 0
-    rows = read_results(out)
+    rows = read_results(out).rows
     # the same certification through the library
     model = models.build("mnist_vit", drop_tokens=drop)
     models.load_checkpoint(model, tmp_path / "vit.pt")

@@ -104,7 +104,10 @@ class BaseSmoother:
         if not isinstance(model, nn.Module) and not callable(model):
             raise TypeError(f"model must be a torch.nn.Module or callable, got {type(model).__name__}")
         num_classes = check_int(num_classes, "num_classes", 2)
-        if batch_size != "auto":
+        if isinstance(batch_size, str):
+            if batch_size != "auto":
+                raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+        else:
             batch_size = check_int(batch_size, "batch_size", 1)
         if autocast not in (None, torch.bfloat16, torch.float16):
             raise ValueError(f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}")
@@ -200,8 +203,14 @@ class BaseSmoother:
         if batch_size is None:
             batch_size = self.forward_batch(work, slots[0][1]) if slots else 1
         result = run(work, decider, slots, self.num_classes, device, batch_size, forwards_per_write)
-        self.last_units = result.units
+        self._last_units = result.units
         return result
+
+    @property
+    def last_units(self) -> torch.Tensor | None:
+        """The units (forward rows) each image used in the last engine run, int64 [images]; None
+        before any run. State, not a hyperparameter: kept out of the run's fingerprint."""
+        return getattr(self, "_last_units", None)
 
     def chunks(self, total: int, per_item: int = 1) -> Iterator[range]:
         """Ranges of items such that ``len(range) * per_item <= batch_size`` (at least one item)."""

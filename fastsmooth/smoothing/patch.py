@@ -133,6 +133,8 @@ class _AblationSmoother(BaseSmoother):
         megabytes at a time by the engine's tally, for the same reason.
         """
         B = x.shape[0]
+        if B == 0:  # an empty batch (the input contract allows it): no work, no forward
+            return torch.zeros(0, self.num_classes, dtype=torch.int64, device=x.device)
         work = _AblationWork(self, x, masks_for)
         batch = self.forward_batch(work)
         ablated_bytes = 2 * x[0].numel() * x.element_size()
