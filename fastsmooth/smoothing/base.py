@@ -136,7 +136,9 @@ class BaseSmoother:
 
     def _check_input_dtype(self, inputs: torch.Tensor) -> None:
         """Without autocast, the model's batches must have its parameters' dtype (else torch
-        fails inside the first layer with a message about biases)."""
+        fails inside the first layer with a message about biases). Called when a forward
+        fails, not before every forward: walking the parameters costs a few microseconds, a
+        measurable share of a small model's forward at batch 1."""
         if self.autocast is not None or not isinstance(self.model, nn.Module):
             return
         p = next(self.model.parameters(), None)
@@ -160,17 +162,20 @@ class BaseSmoother:
         """The base model's logits [N, num_classes] for a batch that fits in one forward pass,
         given to the model in ``memory_format`` (default: :meth:`input_format`'s)."""
         self._eval()
-        self._check_input_dtype(inputs)
         if inputs.dim() == 4:  # a no-op for batches already written in that layout
             if memory_format is None:
                 memory_format = self.input_format(inputs.shape[1:], inputs.dtype, inputs.device)
             inputs = inputs.contiguous(memory_format=memory_format)
-        with torch.inference_mode():
-            if self.autocast is None:
-                out = self.model(inputs)
-            else:
-                with torch.autocast(inputs.device.type, dtype=self.autocast):
+        try:
+            with torch.inference_mode():
+                if self.autocast is None:
                     out = self.model(inputs)
+                else:
+                    with torch.autocast(inputs.device.type, dtype=self.autocast):
+                        out = self.model(inputs)
+        except RuntimeError:
+            self._check_input_dtype(inputs)  # names a dtype mismatch, the usual cause, if it is one
+            raise
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"the base model returned a {type(out).__name__}, expected one logits tensor "
                             f"[N, num_classes]; wrap it so that it returns the logits (e.g. lambda x: model(x)[0])")
