@@ -122,9 +122,6 @@ class Margins:
     """
 
     reads_counts = True
-    # The answers do not depend on the unit counts at which an image is looked at (they are the
-    # full enumeration's), so the loop may run units past a look to fill a forward.
-    may_run_ahead = True
 
     def __init__(self, total: int, levels: Sequence[int], slots: int, predict: bool = True) -> None:
         self.total = total

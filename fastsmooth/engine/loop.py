@@ -45,12 +45,6 @@ def run(
     One write (``work.build``) holds up to ``forwards_per_write`` forwards of one group; the
     decider is asked about every slot whose requested units have all run, after each write.
     Memory: one write's inputs, one forward's logits and the tally's buffer.
-
-    When every image is admitted and the pending units of the head group would not fill the
-    write (all images wait for a look of the decider at the same unit counts), a decider whose
-    answers do not depend on where it looks (``may_run_ahead``: exact early exit) has the
-    waiting images run ahead by the missing rows, shared among them, instead of running
-    partly filled forwards.
     """
     groups = getattr(work, "groups", one_group)
     former = BatchFormer(groups, getattr(work, "granule", 1))
@@ -59,18 +53,13 @@ def run(
     units = [0] * (max((s[0] for s in slots), default=-1) + 1)
     tally = Tally(len(units), num_classes, work.votes, device, decider.rows_hint(total))
     wanted = batch_size * forwards_per_write
-    active: dict[int, None] = {}  # admitted slots not yet retired, in admission order
-    run_ahead = getattr(decider, "may_run_ahead", False)
     while True:
         while queue and former.pending() < wanted:
             slot, image, *offset = queue.popleft()
             former.add(slot, image, 0, decider.start(slot), offset[0] if offset else 0)
-            active[slot] = None
         if not former.has_work():
             break
         key = former.head()
-        if run_ahead and not queue:
-            _run_ahead(former, decider.total, active, wanted - former.pending(key))
         forwards = []
         for _ in range(forwards_per_write):
             segments = former.take(key, batch_size)
@@ -93,19 +82,5 @@ def run(
                 counts = counts if decider.reads_counts == "device" else counts.cpu()
             for s, target in zip(ready, decider.update(ready, counts, [units[s] for s in ready])):
                 if target is not None:
-                    former.extend(s, max(target, former.seen(s)))
-                else:
-                    active.pop(s, None)
+                    former.extend(s, target)
     return Run(tally.flush(), torch.tensor(units, dtype=torch.int64))
-
-
-def _run_ahead(former: BatchFormer, total: int, active: dict[int, None], short: int) -> None:
-    """Plan ``short`` more units among the active slots that have units left (up to ``total``)."""
-    if short <= 0:
-        return
-    room = [s for s in active if former.seen(s) < total]
-    if not room:
-        return
-    each = -(-short // len(room))
-    for s in room:
-        former.extend(s, min(total, former.seen(s) + each))
