@@ -44,7 +44,7 @@ class Recipe:
 
     copies: each digit appears ``copies`` times per minibatch, each with its own random band:
     with only s = 2 of 28 columns visible per sample, seeing several bands of a digit per step
-    learns much faster than one (the lead's one-copy baseline plateaued at loss ~1.45).
+    learns much faster than one (one copy per minibatch plateaued at loss ~1.45).
     """
 
     size: int = 2
