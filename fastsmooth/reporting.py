@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from fastsmooth.evaluate import CERTIFIED_AT, DECIDE_KEY
 from fastsmooth.results import BASE_COLUMNS, MAGIC, Row, read_results
 
 __all__ = ["Run", "Report", "read_run", "report", "threat_model"]
@@ -78,10 +79,17 @@ class Run:
         return float(self.columns["correct"].mean()) if self.count else math.nan
 
     def certified_accuracy(self, level: float) -> float:
-        """Fraction of images that are correct and certified at ``level``."""
+        """Fraction of images that are correct and certified at ``level``.
+
+        A level-mode file (``evaluate(decide=True)``) answers only the levels it decided: their
+        ``certified@<level>`` columns, NaN at any other level, as ``fastsmooth.evaluate``'s
+        summary of the same file."""
         if not self.count:
             return math.nan
         correct = self.columns["correct"].astype(bool)
+        if DECIDE_KEY in self.fingerprint:
+            flags = self.columns.get(f"{CERTIFIED_AT}{float(level):g}")
+            return math.nan if flags is None else float((correct & (flags == 1)).mean())
         return float((correct & (self.columns[self.certificate_name] >= level)).mean())
 
     def mean(self, column: str) -> float | None:

@@ -162,3 +162,16 @@ def test_report_of_runs_written_by_evaluate(tmp_path: Path) -> None:
         assert row["clean"] == pytest.approx(summary.clean_accuracy)
         assert row["certified"] == pytest.approx(summary.certified_accuracy)
     assert result.table[0]["label"].startswith("ColumnSmoothing (size=2, threshold=0.3")
+
+
+def test_level_mode_files_report_the_decided_levels_only(tmp_path: Path) -> None:
+    """A level-mode file answers its own levels (its certified@ columns, as evaluate's summary)
+    and no other: NaN there, never a figure read off the largest-level column."""
+    from test_evaluate_levels import IndexDecider, data
+
+    out = tmp_path / "levels.tsv"
+    summary = fastsmooth.evaluate(IndexDecider(), data(12), levels=(1, 3), output=out, progress=False, decide=True)
+    run = read_run(out)
+    for level in (1, 3):
+        assert run.certified_accuracy(level) == pytest.approx(summary.certified_accuracy[float(level)])
+    assert run.certified_accuracy(2) != run.certified_accuracy(2)  # NaN: level 2 was not decided
