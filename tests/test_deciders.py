@@ -88,8 +88,9 @@ def last_decides(threshold: bool, count: int, seed: int = 0) -> list[tuple[torch
 CASES = {mode: last_decides(mode, 40, seed=int(mode)) for mode in (False, True)}
 
 
-def mismatches(decider_cls, threshold: bool) -> list:
-    """Cases where the decider's answer or stopping point differs from brute force."""
+def mismatches(decider_cls, threshold: bool, min_saving: int = 1) -> list:
+    """Cases where the decider's answer or stopping point differs from brute force: the first
+    decided unit, or the end when deciding there would save fewer than ``min_saving`` units."""
     bad = []
     gen = random.Random(1 + int(threshold))
     cases = CASES[threshold] + [
@@ -97,10 +98,11 @@ def mismatches(decider_cls, threshold: bool) -> list:
     ]
     for votes, levels in cases:
         T = votes.shape[0]
-        decider = decider_cls(T, levels, 1, predict=True)
+        decider = decider_cls(T, levels, 1, predict=True, min_saving=min_saving)
         prediction, certified, stop = simulate(decider, votes)
         full = answer(votes.sum(0), levels)
-        if (prediction, tuple(certified)) != full or stop != earliest(votes, levels, threshold):
+        first = earliest(votes, levels, threshold)
+        if (prediction, tuple(certified)) != full or stop != (first if T - first >= min_saving else T):
             bad.append((votes, levels, stop))
     return bad
 
@@ -124,6 +126,25 @@ def test_cases_include_ties_at_exactly_the_level_in_both_orders_and_multi_votes(
             if threshold and bool((votes[-1].sum() > 1).item()):
                 kinds.add(("several votes in the last unit",))
     assert {("tie", "c<r"), ("tie", "c>r"), ("several votes in the last unit",)} <= kinds
+
+
+@pytest.mark.parametrize("min_saving", [2, 3, 5])
+@pytest.mark.parametrize("threshold", [False, True], ids=["top1", "threshold"])
+def test_looks_that_could_save_little_are_skipped_with_the_same_answers(threshold, min_saving):
+    assert not mismatches(Margins, threshold, min_saving)
+
+
+def test_the_default_skips_looks_in_the_last_eighth():
+    assert Margins(28, [12], 1).min_saving == 3 and Margins(7, [0], 1).min_saving == 1
+    # a unanimous class 0 over 28 units: the prediction is decided after 14 (14 - 0 >= 14
+    # remaining), the level 12 (D - R >= 12) after 20; with every look allowed it stops there
+    votes = torch.zeros(28, 2, dtype=torch.int64)
+    votes[:, 0] = 1
+    assert simulate(Margins(28, [12], 1, min_saving=1), votes)[2] == 20
+    assert simulate(Margins(28, [12], 1), votes)[2] == 20  # 8 left >= 3: looked at
+    assert simulate(Margins(28, [24], 1, min_saving=1), votes)[2] == 26
+    assert simulate(Margins(28, [24], 1), votes)[2] == 28  # 2 left < 3: runs to the end
+    assert simulate(Margins(28, [24], 1, min_saving=2), votes)[2] == 26  # 2 left >= 2: looked at
 
 
 class Early(Margins):

@@ -96,13 +96,19 @@ def margins(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ``n_c - n_r > 2 Delta, or == 2 Delta and c < r`` for every runner-up r at once, and L = 0
     says c is the prediction.
     """
-    K = counts.shape[1]
-    c = counts.argmax(dim=1)
-    n_c = counts.gather(1, c[:, None])
-    below = (torch.arange(K)[None, :] < c[:, None]).long()
-    d = n_c - counts - below
-    d.scatter_(1, c[:, None], torch.iinfo(torch.int64).max)
-    return c, d.min(dim=1).values
+    c, D = host_margins(counts.cpu().numpy())
+    return torch.from_numpy(c), torch.from_numpy(D)
+
+
+def host_margins(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`margins` of int64 counts [S, K] held on the host, in NumPy (a look at a few
+    hundred images costs tens of microseconds; the same in torch costs a dispatch per op)."""
+    S, K = counts.shape
+    rows = np.arange(S)
+    c = counts.argmax(axis=1)  # the first (smallest) index on ties
+    d = counts[rows, c][:, None] - counts - (np.arange(K)[None, :] < c[:, None])
+    d[rows, c] = np.iinfo(np.int64).max
+    return c, d.min(axis=1) if K > 1 else np.zeros(S, dtype=np.int64)
 
 
 class Margins:
@@ -112,10 +118,17 @@ class Margins:
     voting a unit adds at most one vote to each class; under top-1 exactly one in all), so
     with R units left the final D of the leader lies in [D - R, D + R] and no other class can
     reach more than D + R. Level L is decided once ``D - R >= L`` (certified whatever comes)
-    or ``D + R < L`` (no class can be certified); the prediction once ``D - R >= 0``. Until
-    then the next look is placed at the first unit count where a decision is possible at all
-    (D - R and D + R move by at most 2 per unit), so images are looked at a few times, and
-    the answers are those of the full enumeration, bit for bit.
+    or ``D + R < L`` (no class can be certified); the prediction once ``D - R >= 0``. Any
+    schedule of looks gives the answers of the full enumeration, bit for bit; the schedule
+    only decides how many units run.
+
+    The looks: the next one is placed at the first unit count where a decision is possible
+    at all (D - R and D + R move by at most 2 per unit), unless a decision there could save
+    fewer than ``min_saving`` units; then the image simply runs to the end. Looks near the
+    end save little and cost the most: each is one more round of forwards that the image's
+    remaining units cannot fill (the last rounds of a run are partly empty forwards), one
+    more fused-op call and a share of a decider call. Default: ``total // 8`` (at least 1);
+    ``min_saving=1`` looks at every unit count where a decision is possible.
 
     ``levels``: thresholds L >= 0 in votes; ``predict``: the prediction must be decided too.
     Results: ``prediction`` [S] (-1 where undecided), ``certified`` [S, len(levels)].
@@ -123,62 +136,60 @@ class Margins:
 
     reads_counts = True
 
-    def __init__(self, total: int, levels: Sequence[int], slots: int, predict: bool = True) -> None:
+    def __init__(
+        self, total: int, levels: Sequence[int], slots: int, predict: bool = True, min_saving: int | None = None
+    ) -> None:
         self.total = total
-        self.levels = torch.tensor([int(v) for v in levels], dtype=torch.int64)
+        self.levels = np.asarray([int(v) for v in levels], dtype=np.int64)
         self.predict = predict
-        self.prediction = torch.full((slots,), -1, dtype=torch.int64)
-        self.certified = torch.zeros(slots, len(self.levels), dtype=torch.bool)
+        self.min_saving = max(1, total // 8 if min_saving is None else int(min_saving))
+        self._prediction = np.full(slots, -1, dtype=np.int64)
+        self._certified = np.zeros((slots, len(self.levels)), dtype=np.bool_)
+        self.prediction = torch.from_numpy(self._prediction)  # views: the looks write the arrays
+        self.certified = torch.from_numpy(self._certified)
 
     def rows_hint(self, slots: int) -> int:
         return slots * self.total
 
     def start(self, slot: int) -> int:
         # from zero counts (D = 0, R = total): the first unit count at which a decision is possible
-        first = self._needed(torch.zeros(1, dtype=torch.int64), torch.tensor([self.total]))
-        return min(self.total, int(first[0]))
+        return int(self._next(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))[0])
 
     @staticmethod
-    def slack(R: torch.Tensor) -> torch.Tensor:
+    def slack(R: np.ndarray) -> np.ndarray:
         """How far R remaining units can move the leader's margin D, either way."""
         return R
 
-    def _needed(self, D: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-        """[S]: units before any undecided question can be decided (0: all decided)."""
+    def _next(self, D: np.ndarray, units: np.ndarray) -> np.ndarray:
+        """[S]: the unit count of the next look of undecided images (D at ``units`` run)."""
+        R = self.total - units
         low, high = D - self.slack(R), D + self.slack(R)
         L = self.levels[None, :]
         undecided = ~((low[:, None] >= L) | (high[:, None] < L))
         # "certified" needs low to rise to L, "not" needs high to fall below L: each moves <= 2 per unit
         to_yes = (L - low[:, None] + 1) // 2
         to_no = (high[:, None] - L + 2) // 2
-        need = torch.where(undecided, torch.minimum(to_yes, to_no), torch.zeros_like(to_yes))
-        need = need.amax(dim=1) if need.shape[1] else torch.zeros_like(D)
+        need = np.where(undecided, np.minimum(to_yes, to_no), 0)
+        need = need.max(axis=1) if need.shape[1] else np.zeros_like(D)
         if self.predict:
-            need = torch.maximum(need, torch.where(low < 0, (1 - low) // 2, torch.zeros_like(low)))
-        return need.clamp(min=1)
+            need = np.maximum(need, np.where(low < 0, (1 - low) // 2, 0))
+        look = np.minimum(self.total, units + np.maximum(need, 1))
+        return np.where(self.total - look < self.min_saving, self.total, look)
 
     def update(self, slots: Sequence[int], counts: torch.Tensor | None, units: Sequence[int]) -> list[int | None]:
         assert counts is not None
-        c, D = margins(counts)
-        units_t = torch.tensor(list(units), dtype=torch.int64)
-        R = self.total - units_t
+        c, D = host_margins(counts.numpy())
+        units_a = np.asarray(units, dtype=np.int64)
+        R = self.total - units_a
         low, high = D - self.slack(R), D + self.slack(R)
-        L = self.levels[None, :]
-        decided = ((low[:, None] >= L) | (high[:, None] < L)).all(dim=1)
+        decided = ((low[:, None] >= self.levels[None, :]) | (high[:, None] < self.levels[None, :])).all(axis=1)
         if self.predict:
             decided &= low >= 0
         decided |= R == 0
-        need = self._needed(D, R)
-        out: list[int | None] = []
-        for i, slot in enumerate(slots):
-            if decided[i]:
-                if low[i] >= 0 or R[i] == 0:
-                    self.prediction[slot] = c[i]
-                self.certified[slot] = low[i] >= self.levels
-                out.append(None)
-            else:
-                out.append(min(self.total, int(units_t[i] + need[i])))
-        return out
+        done = np.asarray(slots, dtype=np.int64)[decided]
+        self._prediction[done] = np.where((low >= 0) | (R == 0), c, -1)[decided]
+        self._certified[done] = (low[:, None] >= self.levels[None, :])[decided]
+        return [None if d else n for d, n in zip(decided.tolist(), self._next(D, units_a).tolist())]
 
 
 class Sequential:
