@@ -5,6 +5,12 @@
   radii 0.25 / 0.5 / 0.75 (same n0 = 100, alpha = 0.001, n_max = n).
 - Column smoothing (the demo's s = 2 network, theta = 0.3) at a 5 x 5 patch: full enumeration
   (``counts`` then the certificate) against exact early exit (``certify``).
+- Block smoothing (s = 10, theta = 0.3) at a 5 x 5 patch and DSSN (sigma = 0.5) at l1 radius
+  0.5, networks trained on the demo digits (short training, cached): the full enumeration
+  against exact early exit (``certify`` / ``decide_batch``).
+- l0 ablation (keep 45, network trained with it, cached): fixed n = 10,000 (100,000 with
+  FASTSMOOTH_BENCH_PAPER=1) against the sequential decision at l0 radii 3 / 6 / 9 (n0 = 1000,
+  alpha = 0.05, n_max = n, the same seed).
 
 Each row records forwards per image and certified accuracy of both roles in ``extra_info``;
 the roles' times come from the same interleaved rounds.
@@ -30,23 +36,29 @@ IMAGES = 12 if quick() else 500
 RADII = (0.25, 0.5, 0.75)
 
 
-def _gaussian_model(sigma: float) -> torch.nn.Module:
-    """The MNIST CNN trained with Gaussian noise of ``sigma`` on the demo's training digits (cached)."""
-    config = TrainConfig(epochs=4, lr=2e-3, batch_size=128, copies=2, optimizer="adam", seed=0)
-    path = cache_dir() / f"bench-gaussian-s{sigma}-e{config.epochs}-c{config.copies}-seed{config.seed}.pt"
+def _trained(name: str, given: dict, tag: str, in_channels: int = 1, copies: int = 2) -> torch.nn.Module:
+    """The MNIST CNN trained for 4 epochs under method ``name``'s noise on the demo's training
+    digits, cached as bench-{tag}-e4-c{copies}-seed0.pt."""
+    config = TrainConfig(epochs=4, lr=2e-3, batch_size=128, copies=copies, optimizer="adam", seed=0)
+    path = cache_dir() / f"bench-{tag}-e{config.epochs}-c{config.copies}-seed{config.seed}.pt"
     torch.manual_seed(0)
-    model = build("mnist_cnn", in_channels=1, num_classes=10)
+    model = build("mnist_cnn", in_channels=in_channels, num_classes=10)
     if path.is_file():
         load_checkpoint(model, path)
         return model.eval()
     train_set, _ = demo_mnist(RECIPE.holdout, RECIPE.split_seed)
-    method = methods.get("gaussian")
-    hp = methods.resolve(method, {"sigma": sigma}, (1, 28, 28))
+    method = methods.get(name)
+    hp = methods.resolve(method, given, (1, 28, 28))
     train(model, train_set, method.noise(hp, "image"), config, progress=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, model, method="gaussian", hyperparameters=hp, arch="mnist_cnn", in_channels=1,
+    save_checkpoint(path, model, method=name, hyperparameters=hp, arch="mnist_cnn", in_channels=in_channels,
                     num_classes=10, image_shape=(1, 28, 28))
     return model.eval()
+
+
+def _gaussian_model(sigma: float) -> torch.nn.Module:
+    """The MNIST CNN trained with Gaussian noise of ``sigma`` on the demo's training digits (cached)."""
+    return _trained("gaussian", {"sigma": sigma}, f"gaussian-s{sigma}")
 
 
 def _column_model() -> torch.nn.Module:
@@ -113,7 +125,7 @@ def test_gaussian_sequential_against_fixed_n(benchmark, sigma):
 def test_column_early_exit_against_full_enumeration(benchmark):
     model = _column_model()
     x, y = _held_out(200 if quick() else 1000)
-    smoother = fastsmooth.ColumnSmoothing(model.eval(), 10, RECIPE.size, threshold=THRESHOLD, batch_size=1000)
+    smoother = fastsmooth.ColumnSmoothing(model.eval(), 10, RECIPE.size, threshold=THRESHOLD)
     out = {}
 
     def full():
@@ -127,4 +139,102 @@ def test_column_early_exit_against_full_enumeration(benchmark):
     run(benchmark, full, group="column early exit, demo digits, 5x5", role="full enumeration", rounds=3,
         primary=True, interleaved={"early exit": early})
     benchmark.extra_info.update(results=out)
+    print(out)
+
+
+def _accuracy(prediction: torch.Tensor, certified: torch.Tensor, y: torch.Tensor) -> float:
+    return float((certified & (prediction == y)).float().mean())
+
+
+def _early_exit_row(benchmark, group: str, total: int, y: torch.Tensor, full, early) -> None:
+    """Times ``full()`` (the full enumeration: (prediction, certified)) against ``early()``
+    ((prediction, certified, forwards per image)) and checks that their answers are identical."""
+    out = {}
+
+    def full_role():
+        prediction, certified = full()
+        out["full"] = (prediction, certified, float(total))
+
+    def early_role():
+        out["early"] = early()
+
+    run(benchmark, full_role, group=group, role="full enumeration", rounds=1, primary=True, warmup=False,
+        interleaved={"early exit": early_role})
+    (p, c, _), (q, d, forwards) = out["full"], out["early"]
+    assert torch.equal(p, q) and torch.equal(c, d), "early exit changed an answer"
+    results = {k: (_accuracy(v[0], v[1], y), v[2]) for k, v in out.items()}
+    benchmark.extra_info.update(results=results)
+    print(group, results)
+
+
+DIGITS = 200 if quick() else 1000
+
+
+def test_block_early_exit_against_full_enumeration(benchmark):
+    size, patch = 10, 5
+    model = _trained("block", {"size": size, "threshold": THRESHOLD}, f"block-s{size}", in_channels=2, copies=4)
+    x, y = _held_out(DIGITS)
+    group = f"block early exit (s={size}), demo digits, {patch}x{patch}, {DIGITS} digits"
+    smoother = fastsmooth.BlockSmoothing(model, 10, size, threshold=THRESHOLD)
+
+    def full():
+        return certify_counts(smoother.counts(x), smoother.delta(patch, 28, 28))
+
+    def early():
+        prediction, certified = smoother.certify(x, patch)
+        return prediction, certified, float(smoother.last_units.float().mean())
+
+    _early_exit_row(benchmark, group, 28 * 28, y, full, early)
+
+
+def test_dssn_early_exit_against_full_enumeration(benchmark):
+    sigma, radius = 0.5, 0.5
+    model = _trained("dssn", {"sigma": sigma, "seed": 0}, f"dssn-s{sigma}")
+    x, y = _held_out(DIGITS)
+    group = f"DSSN early exit (sigma={sigma}), demo digits, l1 radius {radius}, {DIGITS} digits"
+    dssn = fastsmooth.DSSN(model, 10, sigma=sigma)
+
+    def full():
+        prediction, radii = dssn.certify(x)
+        return prediction, radii >= radius
+
+    def early():
+        decided = dssn.decide_batch(x, [radius])
+        return decided.prediction, decided.certified[:, 0], float(decided.forwards.float().mean())
+
+    _early_exit_row(benchmark, group, dssn.levels, y, full, early)
+
+
+L0_RADII = (3, 6, 9)
+L0_IMAGES = 24 if quick() else 500
+
+
+def test_l0_sequential_against_fixed_n(benchmark):
+    model = _trained("ablation", {"keep": 45}, "ablation-k45", in_channels=2)
+    x, y = _held_out(L0_IMAGES)
+    smoother = fastsmooth.RandomizedAblation(model, 10, 45, n0=1000, n=N, alpha=0.05)
+    out = {}
+
+    def fixed():
+        result = smoother.evaluate_batch(x, generator=torch.Generator().manual_seed(1))
+        ok = result.prediction == y
+        out["fixed"] = ([float((ok & (result.certificate >= r)).float().mean()) for r in L0_RADII], 1000 + N)
+
+    def sequential(levels):
+        def decide():
+            result = smoother.decide_batch(x, levels, n0=1000, n_max=N, alpha=0.05,
+                                           generator=torch.Generator().manual_seed(1))
+            ok = result.prediction == y
+            out[f"sequential at {levels}"] = (
+                [float((ok & result.certified[:, k]).float().mean()) for k in range(len(levels))],
+                float(result.forwards.float().mean()),
+            )
+
+        return decide
+
+    roles = {f"sequential r={r}": sequential((r,)) for r in L0_RADII}
+    roles["sequential, all radii"] = sequential(L0_RADII)
+    run(benchmark, fixed, group=f"adaptive l0 (keep 45), demo digits, {L0_IMAGES} images",
+        role=f"fixed n={N}", rounds=1, primary=True, warmup=False, interleaved=roles)
+    benchmark.extra_info.update(radii=L0_RADII, results=out)
     print(out)

@@ -61,7 +61,7 @@ class Method:
     defaults: Mapping[str, Any]
     model_defining: tuple[str, ...]
     ablation: bool  # encodes [x, 1 - x]: the base model sees 2C channels
-    build: Callable[[nn.Module, int, Hyper, int], Any]  # (model, num_classes, hp, batch_size) -> smoother
+    build: Callable[[nn.Module, int, Hyper, int | str], Any]  # (model, num_classes, hp, batch_size) -> smoother
     noise: Callable[[Hyper, str], Noise]  # (hp, per) -> training noise
     check_shape: Callable[[Hyper, int, int], None]  # raises ValueError for an unusable H x W
     levels: tuple[float, ...]  # certificate levels of the summary table
@@ -373,9 +373,11 @@ def for_vit(method: Method, model: nn.Module) -> Method:
     kind, axis = _VIT_VARIANTS[method.name]
     smoother = {"column": ViTColumnSmoothing, "row": ViTRowSmoothing, "block": ViTBlockSmoothing}[method.name]
 
-    def build(m: nn.Module, k: int, hp: Hyper, bs: int) -> Any:
+    def build(m: nn.Module, k: int, hp: Hyper, bs: int | str) -> Any:
         extra = {"transposed": bool(hp["transposed"])} if method.name == "row" else {}
-        return smoother(m, k, hp["size"], batch_size=bs, normalize=hp["normalize"], drop_tokens=hp["drop_tokens"],
+        if bs != "auto":  # token batches need a number: "auto" keeps the ViT smoothers' default
+            extra["batch_size"] = bs
+        return smoother(m, k, hp["size"], normalize=hp["normalize"], drop_tokens=hp["drop_tokens"],
                         **_patch_kw(hp), **extra)
 
     def noise(hp: Hyper, per: str) -> Noise:

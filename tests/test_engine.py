@@ -133,13 +133,22 @@ def test_loop_counts_do_not_depend_on_batch_size_or_order(batch_size, per_write)
 def test_autobatch_picks_the_fastest_per_row_and_respects_the_limit():
     import time
 
-    from fastsmooth.engine.autobatch import fastest
+    from fastsmooth.engine.autobatch import Timings, fastest
+
+    timed = []
 
     def forward(n):  # per-row cost least at 256: fixed overhead, then a steep rise past 256
+        timed.append(n)
         time.sleep(0.004 + (1e-5 if n <= 256 else 2e-4) * n)
 
-    assert fastest(forward) == 256
-    assert fastest(forward, limit=100) == 64
+    timings = Timings()
+    assert fastest(forward, timings=timings) == 256
+    assert 512 in timed and 1024 not in timed and timings.ceiling == 512  # 512 is slower per row: the climb stops
+    timed.clear()
+    assert fastest(forward, limit=100, timings=timings) == 100 and timed == [100] * 3  # the pending rows, timed once
+    assert fastest(forward, limit=10) == 10 and timed == [100] * 3  # one forward holds it all: nothing timed
+    assert fastest(forward, limit=5000, timings=timings) == 256 and timed == [100] * 3  # remembered
+    assert fastest(forward, limit=40) == 40
 
 
 def test_auto_batch_size_gives_the_same_counts_and_is_remembered():
@@ -154,3 +163,40 @@ def test_auto_batch_size_gives_the_same_counts_and_is_remembered():
     assert len(autobatch._chosen[model]) == 1
     with pytest.raises(ValueError, match="batch_size must be a positive integer or 'auto'"):
         ColumnSmoothing(model, 3, 2, batch_size="fast")
+
+
+def test_auto_is_the_default_and_leaves_seeded_answers_and_the_fingerprint_alone():
+    import inspect
+
+    from fastsmooth.results import smoother_fingerprint
+    from fastsmooth.smoothing import DSSN, ColumnSmoothing, RandomizedAblation, Smooth
+    from fastsmooth.smoothing.vit import ViTColumnSmoothing
+    from test_patch_smoothing import tiny_net
+
+    model = tiny_net(1, 3, seed=1)
+    for smoother in (ColumnSmoothing(model, 3, 2), RandomizedAblation(model, 3, 5), DSSN(model, 3, sigma=0.5),
+                     Smooth(model, 3, 0.25)):
+        assert smoother.batch_size == "auto", type(smoother).__name__
+    # token batches (tuples, not tensors) cannot be timed on copies of one row: the ViTs keep a number
+    assert isinstance(inspect.signature(ViTColumnSmoothing.__init__).parameters["batch_size"].default, int)
+    x = torch.rand(3, 1, 6, 6)
+    auto = RandomizedAblation(model, 3, 5, n0=20, n=150, alpha=0.1)
+    fixed = RandomizedAblation(model, 3, 5, n0=20, n=150, alpha=0.1, batch_size=7)
+    for a, b in zip(auto.evaluate_batch(x, torch.Generator().manual_seed(3)),
+                    fixed.evaluate_batch(x, torch.Generator().manual_seed(3))):
+        assert torch.equal(a, b)
+    a = auto.decide_batch(x, [0, 1], n0=20, n_max=150, alpha=0.1, generator=torch.Generator().manual_seed(4))
+    b = fixed.decide_batch(x, [0, 1], n0=20, n_max=150, alpha=0.1, generator=torch.Generator().manual_seed(4))
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    assert smoother_fingerprint(auto)["hyperparameters"]["batch_size"] == "auto"  # not the size measured
+
+
+def test_cli_batch_size_takes_auto_or_a_positive_number():
+    import argparse
+
+    from fastsmooth.cli import _batch_size
+
+    assert _batch_size("auto") == "auto" and _batch_size("64") == 64
+    for bad in ("0", "-3", "fast", "1.5"):
+        with pytest.raises(argparse.ArgumentTypeError, match="positive integer or 'auto'"):
+            _batch_size(bad)

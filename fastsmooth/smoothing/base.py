@@ -3,7 +3,6 @@ that ``fastsmooth.evaluate`` tabulates."""
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
 from typing import Literal, NamedTuple, Union
 
 import torch
@@ -77,8 +76,11 @@ class Decided(NamedTuple):
 class BaseSmoother:
     """Holds the base model and runs it in inference mode over chunks of at most ``batch_size``.
 
-    ``batch_size``: the most rows per forward pass, or ``"auto"``: the fastest per row among a
-    few sizes up to 1024, timed once per model and input shape (``fastsmooth.engine.autobatch``).
+    ``batch_size``: ``"auto"`` (the default of every smoother but the smoothed ViTs): the fastest
+    per row among a few sizes up to 1024 rows and up to the rows the call runs, timed on the
+    first call per model and input shape (``fastsmooth.engine.autobatch``); or a number: every
+    forward holds at most that many rows (it bounds the memory of a forward's inputs and
+    activations).
 
     ``autocast`` (None, torch.bfloat16 or torch.float16) runs the base model under
     ``torch.autocast``: that changes the base classifier, so certificates are then those of
@@ -96,7 +98,7 @@ class BaseSmoother:
         self,
         model: nn.Module,
         num_classes: int,
-        batch_size: int | str = 1000,
+        batch_size: int | str = "auto",
         backend: str = "auto",
         autocast: torch.dtype | None = None,
         memory_format: MemoryFormat = "auto",
@@ -186,9 +188,10 @@ class BaseSmoother:
             )
         return out.float()
 
-    def forward_batch(self, work: Work, image: int = 0) -> int:
+    def forward_batch(self, work: Work, image: int = 0, pending: int | None = None) -> int:
         """The forward batch size: ``batch_size``, or for ``batch_size="auto"`` the fastest per row
-        (``fastsmooth.engine.autobatch``), measured on copies of unit 0 of ``image``."""
+        among sizes up to ``pending`` (the rows the call will run, at most 1024), timed on copies
+        of unit 0 of ``image`` once per model and input (``fastsmooth.engine.autobatch``)."""
         if self.batch_size != "auto":
             return self.batch_size
         row = work.build([Segment(0, image, 0, 1)])
@@ -196,7 +199,7 @@ class BaseSmoother:
             raise ValueError("batch_size='auto' needs tensor model inputs; pass an integer batch_size")
         fmt = self.input_format(tuple(row.shape[1:]), row.dtype, row.device) if row.dim() == 4 else None
         key = (tuple(row.shape[1:]), row.dtype, str(row.device), str(fmt), self.autocast)
-        return auto_batch_size(self.model, key, row, lambda batch: self.logits(batch, fmt))
+        return auto_batch_size(self.model, key, row, lambda batch: self.logits(batch, fmt), pending)
 
     def run_work(
         self, work: Work, decider: Decider, slots: list, device: torch.device, forwards_per_write: int = 1,
@@ -206,7 +209,7 @@ class BaseSmoother:
         (default :meth:`forward_batch`). ``last_units`` keeps the units (forward rows) each slot
         used, int64 [slots]."""
         if batch_size is None:
-            batch_size = self.forward_batch(work, slots[0][1]) if slots else 1
+            batch_size = self.forward_batch(work, slots[0][1], decider.rows_hint(len(slots))) if slots else 1
         result = run(work, decider, slots, self.num_classes, device, batch_size, forwards_per_write)
         self._last_units = result.units
         return result
@@ -216,9 +219,3 @@ class BaseSmoother:
         """The units (forward rows) each image used in the last engine run, int64 [images]; None
         before any run. State, not a hyperparameter: kept out of the run's fingerprint."""
         return getattr(self, "_last_units", None)
-
-    def chunks(self, total: int, per_item: int = 1) -> Iterator[range]:
-        """Ranges of items such that ``len(range) * per_item <= batch_size`` (at least one item)."""
-        step = max(1, self.batch_size // max(1, per_item))
-        for start in range(0, total, step):
-            yield range(start, min(total, start + step))

@@ -76,7 +76,7 @@ class Smooth(BaseSmoother):
         num_classes: int,
         sigma: float,
         *,
-        batch_size: int | str = 1000,
+        batch_size: int | str = "auto",
         backend: str = "auto",
         autocast: torch.dtype | None = None,
         memory_format: MemoryFormat = "auto",
@@ -245,8 +245,7 @@ class Smooth(BaseSmoother):
         return torch.stack([selection, counts - selection], dim=1)
 
     def _run(self, work: _NoiseWork, decider: Decider, slots: list, device: torch.device, batch: int | str) -> Run:
-        batch = self.forward_batch(work, slots[0][1]) if batch == "auto" and slots else batch
-        return self.run_work(work, decider, slots, device, batch_size=batch)
+        return self.run_work(work, decider, slots, device, batch_size=None if batch == "auto" else batch)
 
     @staticmethod
     def _check_image(x: object) -> None:

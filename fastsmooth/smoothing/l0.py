@@ -51,7 +51,7 @@ class RandomizedAblation(BaseSmoother):
         model: nn.Module,
         num_classes: int,
         keep: int,
-        batch_size: int = 1000,
+        batch_size: int | str = "auto",
         mean: Sequence[float] | torch.Tensor | None = None,
         std: Sequence[float] | torch.Tensor | None = None,
         *,

@@ -78,7 +78,7 @@ class _AblationSmoother(BaseSmoother):
         threshold: float | None,
         mean: Stats,
         std: Stats,
-        batch_size: int,
+        batch_size: int | str,
         backend: str,
         autocast: torch.dtype | None,
         memory_format: MemoryFormat,
@@ -136,11 +136,11 @@ class _AblationSmoother(BaseSmoother):
         if B == 0:  # an empty batch (the input contract allows it): no work, no forward
             return torch.zeros(0, self.num_classes, dtype=torch.int64, device=x.device)
         work = _AblationWork(self, x, masks_for)
-        batch = self.forward_batch(work)
-        ablated_bytes = 2 * x[0].numel() * x.element_size()
-        forwards_per_write = max(1, _WRITE_BYTES // (batch * ablated_bytes))
         decider = Everything(total) if decider is None else decider
         slots = [(b, b) for b in range(B)]
+        batch = self.forward_batch(work, 0, decider.rows_hint(B))
+        ablated_bytes = 2 * x[0].numel() * x.element_size()
+        forwards_per_write = max(1, _WRITE_BYTES // (batch * ablated_bytes))
         return self.run_work(work, decider, slots, x.device, forwards_per_write, batch).counts
 
 
@@ -191,7 +191,7 @@ class PatchSmoother(_AblationSmoother, abc.ABC):
         threshold: float | None = None,
         mean: Stats = None,
         std: Stats = None,
-        batch_size: int = 1000,
+        batch_size: int | str = "auto",
         backend: str = "auto",
         autocast: torch.dtype | None = None,
         memory_format: MemoryFormat = "auto",
@@ -325,7 +325,7 @@ class RowSmoothing(ColumnSmoothing):
         threshold: float | None = None,
         mean: Stats = None,
         std: Stats = None,
-        batch_size: int = 1000,
+        batch_size: int | str = "auto",
         backend: str = "auto",
         autocast: torch.dtype | None = None,
         memory_format: MemoryFormat = "auto",
@@ -369,7 +369,7 @@ class MultiBandSmoothing(PatchSmoother):
         threshold: float | None = None,
         mean: Stats = None,
         std: Stats = None,
-        batch_size: int = 1000,
+        batch_size: int | str = "auto",
         backend: str = "auto",
         autocast: torch.dtype | None = None,
         memory_format: MemoryFormat = "auto",
@@ -412,7 +412,7 @@ class MultiBlockSmoothing(PatchSmoother):
         threshold: float | None = None,
         mean: Stats = None,
         std: Stats = None,
-        batch_size: int = 1000,
+        batch_size: int | str = "auto",
         backend: str = "auto",
         autocast: torch.dtype | None = None,
         memory_format: MemoryFormat = "auto",
@@ -454,7 +454,7 @@ class RandomizedBandSmoothing(_AblationSmoother):
         size: int,
         mean: Stats = None,
         std: Stats = None,
-        batch_size: int = 1000,
+        batch_size: int | str = "auto",
         backend: str = "auto",
         autocast: torch.dtype | None = None,
         memory_format: MemoryFormat = "auto",
