@@ -200,3 +200,27 @@ def test_cli_batch_size_takes_auto_or_a_positive_number():
     for bad in ("0", "-3", "fast", "1.5"):
         with pytest.raises(argparse.ArgumentTypeError, match="positive integer or 'auto'"):
             _batch_size(bad)
+
+
+def test_early_exit_keeps_forwards_full_and_looks_in_few_rounds():
+    from fastsmooth.engine import Margins
+
+    class Counting(Margins):
+        calls = 0
+
+        def update(self, slots, counts, units):
+            Counting.calls += 1
+            return super().update(slots, counts, units)
+
+    # two classes, votes alternating unit by unit: no image's argmax is decided before its last units
+    work = ToyWork(K=2)
+    images = list(range(10))
+    decider = Counting(28, [], len(images))
+    result = run(work, decider, list(enumerate(images)), 2, torch.device("cpu"), 8, 2)
+    assert result.units.tolist() == [28] * 10
+    assert torch.equal(result.counts, toy_counts(images, 28, K=2))
+    assert work.forwards == [8] * 35  # 280 rows: every forward full, as for the full enumeration
+    # each image is looked at 4 times (units 14, 21, 24 or 25, 28): 40 looks, made in a few decider
+    # calls over many images each (a call whenever less than one write is pending)
+    assert Counting.calls <= 8
+    assert torch.equal(decider.prediction, toy_counts(images, 28, K=2).argmax(1))

@@ -147,13 +147,14 @@ class Margins:
         self._certified = np.zeros((slots, len(self.levels)), dtype=np.bool_)
         self.prediction = torch.from_numpy(self._prediction)  # views: the looks write the arrays
         self.certified = torch.from_numpy(self._certified)
+        # from zero counts (D = 0, R = total): the first unit count at which a decision is possible
+        self._start = int(self._next(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))[0])
 
     def rows_hint(self, slots: int) -> int:
         return slots * self.total
 
     def start(self, slot: int) -> int:
-        # from zero counts (D = 0, R = total): the first unit count at which a decision is possible
-        return int(self._next(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))[0])
+        return self._start
 
     @staticmethod
     def slack(R: np.ndarray) -> np.ndarray:

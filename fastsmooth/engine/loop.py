@@ -6,7 +6,6 @@ units (:class:`~fastsmooth.engine.items.Work`) and the question (a decider).
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
 from collections.abc import Sequence
 
 import torch
@@ -40,23 +39,38 @@ def run(
     ``(slot, image, offset)``; several slots may share an image (e.g. selection and estimation
     samples of one noise stream). Slots are numbered 0 .. S - 1.
 
-    Images are admitted in the given order while the head group has fewer than
-    ``batch_size * forwards_per_write`` pending rows, so forwards stay full as images leave.
-    One write (``work.build``) holds up to ``forwards_per_write`` forwards of one group; the
-    decider is asked about every slot whose requested units have all run, after each write.
+    Every slot's first units are queued at once, in the given order. One write
+    (``work.build``) holds up to ``forwards_per_write`` forwards of one group, each filled up to
+    ``batch_size`` rows. Slots whose requested units have all run wait for a look, and the
+    decider looks at all of them at once when the head group has less than one write pending:
+    until then there is other work to fill the forwards, and a look at many slots costs about
+    what a look at one does (one read of the counts, one vectorized decision). So the looks
+    come in few rounds, each round's new units of many images are queued together (neighbouring
+    images with the same units: one fused-op call), and every forward is full until the last
+    round. Which forward a unit lands in never changes what the decider sees: a slot's next
+    units are queued only after its look.
     Memory: one write's inputs, one forward's logits and the tally's buffer.
     """
     groups = getattr(work, "groups", one_group)
     former = BatchFormer(groups, getattr(work, "granule", 1))
-    queue = deque(slots)
-    total = len(slots)
     units = [0] * (max((s[0] for s in slots), default=-1) + 1)
-    tally = Tally(len(units), num_classes, work.votes, device, decider.rows_hint(total))
+    tally = Tally(len(units), num_classes, work.votes, device, decider.rows_hint(len(slots)))
+    for slot, image, *offset in slots:
+        former.add(slot, image, 0, decider.start(slot), offset[0] if offset else 0)
     wanted = batch_size * forwards_per_write
+    waiting: list[int] = []  # slots whose requested units have all run, in the order they completed
     while True:
-        while queue and former.pending() < wanted:
-            slot, image, *offset = queue.popleft()
-            former.add(slot, image, 0, decider.start(slot), offset[0] if offset else 0)
+        if waiting and former.pending() < wanted:
+            for s in waiting:
+                units[s] = former.seen(s)
+            counts = None
+            if decider.reads_counts:  # "device": no read-back (no wait for the device)
+                counts = tally.flush()[waiting]
+                counts = counts if decider.reads_counts == "device" else counts.cpu()
+            for s, target in zip(waiting, decider.update(waiting, counts, [units[s] for s in waiting])):
+                if target is not None:
+                    former.extend(s, target)
+            waiting = []
         if not former.has_work():
             break
         key = former.head()
@@ -72,15 +86,5 @@ def run(
             rows = sum(s.rows for s in segments)
             tally.add(work.forward(inputs, row, row + rows), segments)
             row += rows
-        ready = former.completed()
-        if ready:
-            for s in ready:
-                units[s] = former.seen(s)
-            counts = None
-            if decider.reads_counts:  # "device": no read-back (no wait for the device)
-                counts = tally.flush()[ready]
-                counts = counts if decider.reads_counts == "device" else counts.cpu()
-            for s, target in zip(ready, decider.update(ready, counts, [units[s] for s in ready])):
-                if target is not None:
-                    former.extend(s, target)
+        waiting += former.completed()
     return Run(tally.flush(), torch.tensor(units, dtype=torch.int64))

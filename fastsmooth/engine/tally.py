@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
 from fastsmooth.engine.items import Segment
@@ -54,5 +55,5 @@ class Tally:
         return self.counts
 
     def _count(self, logits: torch.Tensor, slots: list[int], rows: list[int]) -> None:
-        slot = torch.tensor(slots).repeat_interleave(torch.tensor(rows))
+        slot = torch.from_numpy(np.repeat(np.asarray(slots, dtype=np.int64), rows))  # (one call, not three)
         self.counts.index_add_(0, slot.to(self.counts.device), self.votes(logits))
