@@ -134,16 +134,16 @@ def test_looks_that_could_save_little_are_skipped_with_the_same_answers(threshol
     assert not mismatches(Margins, threshold, min_saving)
 
 
-def test_the_default_skips_looks_in_the_last_eighth():
-    assert Margins(28, [12], 1).min_saving == 3 and Margins(7, [0], 1).min_saving == 1
+def test_min_saving_skips_the_looks_near_the_end():
+    assert Margins(28, [12], 1).min_saving == 1  # by default every look that could save a unit
     # a unanimous class 0 over 28 units: the prediction is decided after 14 (14 - 0 >= 14
-    # remaining), the level 12 (D - R >= 12) after 20; with every look allowed it stops there
+    # remaining), the level 12 (D - R >= 12) after 20, the level 24 after 26
     votes = torch.zeros(28, 2, dtype=torch.int64)
     votes[:, 0] = 1
-    assert simulate(Margins(28, [12], 1, min_saving=1), votes)[2] == 20
-    assert simulate(Margins(28, [12], 1), votes)[2] == 20  # 8 left >= 3: looked at
-    assert simulate(Margins(28, [24], 1, min_saving=1), votes)[2] == 26
-    assert simulate(Margins(28, [24], 1), votes)[2] == 28  # 2 left < 3: runs to the end
+    assert simulate(Margins(28, [12], 1), votes)[2] == 20
+    assert simulate(Margins(28, [12], 1, min_saving=3), votes)[2] == 20  # 8 left >= 3: looked at
+    assert simulate(Margins(28, [24], 1), votes)[2] == 26
+    assert simulate(Margins(28, [24], 1, min_saving=3), votes)[2] == 28  # 2 left < 3: runs to the end
     assert simulate(Margins(28, [24], 1, min_saving=2), votes)[2] == 26  # 2 left >= 2: looked at
 
 

@@ -212,15 +212,15 @@ def test_early_exit_keeps_forwards_full_and_looks_in_few_rounds():
             Counting.calls += 1
             return super().update(slots, counts, units)
 
-    # two classes, votes alternating unit by unit: no image's argmax is decided before its last units
+    # two classes, votes alternating unit by unit: no argmax is decided before the last 1-2 units
     work = ToyWork(K=2)
     images = list(range(10))
     decider = Counting(28, [], len(images))
     result = run(work, decider, list(enumerate(images)), 2, torch.device("cpu"), 8, 2)
-    assert result.units.tolist() == [28] * 10
-    assert torch.equal(result.counts, toy_counts(images, 28, K=2))
-    assert work.forwards == [8] * 35  # 280 rows: every forward full, as for the full enumeration
-    # each image is looked at 4 times (units 14, 21, 24 or 25, 28): 40 looks, made in a few decider
-    # calls over many images each (a call whenever less than one write is pending)
+    rows = int(result.units.sum())
+    assert 270 <= rows < 280 and sum(work.forwards) == rows
+    assert len(work.forwards) == -(-rows // 8) == 35  # as few forwards as the rows allow (full enumeration: 35)
+    # each image is looked at 5 or 6 times (units 14, 21, 24 or 25, ...): over 50 looks, made in a
+    # few decider calls over many images each (a call whenever less than one write is pending)
     assert Counting.calls <= 8
     assert torch.equal(decider.prediction, toy_counts(images, 28, K=2).argmax(1))

@@ -124,11 +124,11 @@ class Margins:
 
     The looks: the next one is placed at the first unit count where a decision is possible
     at all (D - R and D + R move by at most 2 per unit), unless a decision there could save
-    fewer than ``min_saving`` units; then the image simply runs to the end. Looks near the
-    end save little and cost the most: each is one more round of forwards that the image's
-    remaining units cannot fill (the last rounds of a run are partly empty forwards), one
-    more fused-op call and a share of a decider call. Default: ``total // 8`` (at least 1);
-    ``min_saving=1`` looks at every unit count where a decision is possible.
+    fewer than ``min_saving`` units; then the image runs to the end. The default, 1, looks
+    wherever a unit could be saved: the engine makes the looks of many images in one call
+    (``fastsmooth.engine.loop``), so a look costs far less than a unit's forward row. On the
+    demo's column network (28 units, 200 digits, 5 x 5) certify used 25.9 units per image with
+    1, 26.3 with 3 (one look fewer per image in the last rounds) and 28 with 7.
 
     ``levels``: thresholds L >= 0 in votes; ``predict``: the prediction must be decided too.
     Results: ``prediction`` [S] (-1 where undecided), ``certified`` [S, len(levels)].
@@ -137,12 +137,12 @@ class Margins:
     reads_counts = True
 
     def __init__(
-        self, total: int, levels: Sequence[int], slots: int, predict: bool = True, min_saving: int | None = None
+        self, total: int, levels: Sequence[int], slots: int, predict: bool = True, min_saving: int = 1
     ) -> None:
         self.total = total
         self.levels = np.asarray([int(v) for v in levels], dtype=np.int64)
         self.predict = predict
-        self.min_saving = max(1, total // 8 if min_saving is None else int(min_saving))
+        self.min_saving = max(1, int(min_saving))
         self._prediction = np.full(slots, -1, dtype=np.int64)
         self._certified = np.zeros((slots, len(self.levels)), dtype=np.bool_)
         self.prediction = torch.from_numpy(self._prediction)  # views: the looks write the arrays
