@@ -39,6 +39,7 @@ from lockstep import Lockstep
 from naive_patch import naive_block_certify, naive_column_certify
 from naive_randomized import naive_dssn_certify, naive_l0_certify, naive_uniform_certify
 from cohen_naive import NaiveSmooth
+from fastsmooth.engine import autobatch
 from fastsmooth.models import WideResNet, build
 from fastsmooth.smoothing.base import auto_memory_format
 
@@ -184,6 +185,9 @@ def test_paper_row(benchmark, row: Row):
         certify = row.other_batch(batch)
         if batch == "auto":  # the timing of "auto" runs here, once, outside the timed rounds
             certify(model, x)
+            info["auto_per_row_ms"] = {n: t * 1e3 for timings in autobatch._chosen[model].values()
+                                       for n, t in sorted(timings.per_row.items())}
+            print(row.method, row.data, "batch_size='auto' timings (ms per row):", info["auto_per_row_ms"])
         others[f"fastsmooth, batch {batch}"] = lambda certify=certify: (certify(model, x), sync())
     run(benchmark, lambda: (row.fastsmooth(model, x), sync()), group=f"{row.method}, {row.data}, {row.net_name}",
         role="fastsmooth", rounds=row.rounds, primary=True, warmup=row.warmup and row.rounds > 1,
