@@ -25,8 +25,6 @@ Why the recipe looks as it does (each choice was needed for the ViT to learn on 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -34,7 +32,7 @@ import torch
 
 from fastsmooth import methods
 from fastsmooth.data import demo_mnist
-from fastsmooth.demo import cache_dir
+from fastsmooth.demo import Recipe, cache_dir
 from fastsmooth.models import build, load_checkpoint
 from fastsmooth.models.vit import TokenViT
 from fastsmooth.training import TrainConfig, save_checkpoint, train
@@ -65,10 +63,7 @@ class ViTRecipe:
     split_seed: int = 0
     holdout: int = 1000
 
-    def key(self) -> str:
-        """A short hash of the recipe (and the checkpoint format), naming the cached file."""
-        text = json.dumps({"recipe": dataclasses.asdict(self), "format": 1}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+    key = Recipe.key  # a short hash of the recipe's fields, naming the cached file
 
     def hyperparameters(self) -> dict:
         """The column method's hyperparameters of the smoothed ViT (what the checkpoint records)."""
