@@ -50,7 +50,7 @@ class ViTRecipe:
 
     size: int = 2  # the band width s, as the demo CNN's
     arch: str = "mnist_vit"
-    epochs: int = 40
+    epochs: int = 100
     lr: float = 2e-3
     batch_size: int = 128
     copies: int = 4
