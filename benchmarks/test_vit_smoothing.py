@@ -9,6 +9,10 @@ Roles of the timing rows, interleaved round by round on the same weights and ima
    .eval_and_certify`` (one position at a time over the batch of images, as ART runs).
 Every role computes the same votes (tests/test_vit_art.py checks that the counts are equal).
 Base networks have random weights (timing does not depend on them).
+
+``test_mnist_vit_beside_demo_cnn``: trained networks on real digits, the ViT of
+``fastsmooth.demo_vit`` and the demo's CNN, column smoothing s = 2, timed on the same held-out
+digits (interleaved), with their clean and certified accuracies.
 """
 from __future__ import annotations
 
@@ -28,6 +32,11 @@ pytest.importorskip("art")
 
 import fastsmooth  # noqa: E402
 from conftest import run  # noqa: E402
+from fastsmooth import methods  # noqa: E402
+from fastsmooth.certificates import certify_counts  # noqa: E402
+from fastsmooth.data import demo_mnist  # noqa: E402
+from fastsmooth.demo import RECIPE, THRESHOLD  # noqa: E402
+from fastsmooth.demo_vit import trained_vit  # noqa: E402
 from fastsmooth.models.vit import build_vit  # noqa: E402
 
 
@@ -97,3 +106,45 @@ def test_cifar_vit_block(benchmark, monkeypatch):
     x = torch.rand(2, 3, 32, 32)
     run(benchmark, lambda: drop.counts(x), group="ViT-Ti/4 block s=4, 32x32, 2 images", role="fastsmooth drop",
         primary=True, rounds=3, interleaved={"floor all tokens": lambda: every.counts(x), "ART salman2021": lambda: art(x)})
+
+
+PATCHES = tuple(range(1, 8))
+
+
+def _accuracy(smoother, counts: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Clean accuracy and certified accuracy against m x m patches, m = 1 .. 7, from the counts."""
+    prediction = counts.argmax(1)  # smallest index on ties (semantics.md §1)
+    out = {"clean": float((prediction == labels).float().mean())}
+    for m in PATCHES:
+        predicted, certified = certify_counts(counts, smoother.delta(m, 28, 28))
+        out[f"{m}x{m}"] = float(((predicted == labels) & certified).float().mean())
+    return out
+
+
+def test_mnist_vit_beside_demo_cnn(benchmark):
+    """The ViT trained on the demo digits (``fastsmooth.demo_vit``, trained here and cached when
+    absent: minutes) beside the demo's CNN (``fastsmooth demo``'s cached network, else a shorter
+    training of its recipe), column smoothing s = 2 on the same 1000 held-out digits: the time
+    to count every band of every digit, and clean / certified accuracy in ``extra_info``."""
+    from test_adaptive import _column_model  # the demo CNN, loaded as the adaptive rows load it
+
+    vit, path, hp = trained_vit(progress=False)
+    vit_smoother = methods.for_vit(methods.get("column"), vit).build(vit, 10, hp, 1000)
+    cnn_smoother = fastsmooth.ColumnSmoothing(_column_model(), 10, RECIPE.size, threshold=THRESHOLD, batch_size=1000)
+    _, held_out = demo_mnist(RECIPE.holdout, RECIPE.split_seed)
+    x, y = held_out.tensors
+    counts = {}
+
+    def role(name, smoother):
+        def count():
+            counts[name] = smoother.counts(x)
+        return count
+
+    run(benchmark, role("vit", vit_smoother), group="demo digits, column s=2, 1000 held-out digits",
+        role="mnist_vit, token dropping (top-1)", primary=True, rounds=3,
+        interleaved={"demo CNN (theta 0.3)": role("cnn", cnn_smoother)}, images=len(x))
+    results = {"mnist_vit": _accuracy(vit_smoother, counts["vit"], y), "demo CNN": _accuracy(cnn_smoother, counts["cnn"], y)}
+    training = torch.load(path, map_location="cpu", weights_only=True)["training"]
+    benchmark.extra_info.update(results=results, vit_training_seconds=training["seconds"],
+                                vit_final_loss=training["losses"][-1], vit_checkpoint=str(path))
+    print(results, f"ViT trained in {training['seconds']:.0f} s")

@@ -450,7 +450,8 @@ def _train(args: argparse.Namespace) -> int:
         raise CliError(f"--per {per}: method {method.name!r} draws its training noise per "
                        f"{' or '.join(method.per_choices)}")
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, copies=args.copies,
-                         optimizer=args.optimizer, weight_decay=args.weight_decay, seed=args.train_seed)
+                         optimizer=args.optimizer, weight_decay=args.weight_decay, seed=args.train_seed,
+                         warmup=args.warmup, label_smoothing=args.label_smoothing)
     device = _device(args.device)
     losses = train(model, dataset, method.noise(hp, per), config, device=device, progress=not args.no_progress,
                    num_classes=num_classes, image_shape=shape)
@@ -613,8 +614,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--batch-size", type=int, default=128, help="images per minibatch (default 128)")
     train.add_argument("--copies", type=int, default=1, help="noisy copies of each image per minibatch (default 1)")
-    train.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    train.add_argument("--optimizer", choices=("adam", "sgd", "adamw"), default="adam")
     train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--warmup", type=float, default=0.0,
+                       help="epochs of linear learning-rate warm-up before the cosine schedule (default 0)")
+    train.add_argument("--label-smoothing", type=float, default=0.0, help="of the cross-entropy (default 0)")
     train.add_argument("--per", choices=("image", "batch"), default=None,
                        help="one noise draw (band position, pixel subset) per image or per minibatch "
                             "(default: per image; smoothed ViTs: per minibatch)")

@@ -356,7 +356,9 @@ def for_vit(method: Method, model: nn.Module) -> Method:
     """The smoothed-ViT variant of a patch method (semantics.md §10), for a ``TokenViT`` ``model``.
 
     The model sees C channels (not 2C) and is trained with one random band / block per
-    minibatch (``--per batch``), kept tokens only when it drops tokens. Top-1 votes by
+    minibatch (``--per batch``, the default, as the authors) or per image (``--per image``:
+    images keeping the same number of tokens share a forward), kept tokens only when it drops
+    tokens. Top-1 votes by
     default, as the papers' ViT code. Two hyperparameters join the method's: ``normalize``
     ("after" or "before" ablation) and ``drop_tokens`` (fixed by the model), both recorded.
     """
@@ -382,7 +384,7 @@ def for_vit(method: Method, model: nn.Module) -> Method:
 
     def noise(hp: Hyper, per: str) -> Noise:
         return token_training_noise(model, kind, hp["size"], axis=axis, mean=hp.get("mean"), std=hp.get("std"),
-                                    normalize=hp["normalize"], transposed=bool(hp.get("transposed")))
+                                    normalize=hp["normalize"], transposed=bool(hp.get("transposed")), per=per)
 
     return dataclasses.replace(
         method,
@@ -392,5 +394,5 @@ def for_vit(method: Method, model: nn.Module) -> Method:
         ablation=False,
         build=build,
         noise=noise,
-        per_choices=("batch",),
+        per_choices=("batch", "image"),
     )

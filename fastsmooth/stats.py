@@ -3,12 +3,13 @@
 - ``clopper_pearson_lower``: one-sided Clopper-Pearson lower confidence bound (statsmodels).
 - ``clopper_pearson_upper``: the matching one-sided upper bound.
 - ``binomial_pvalue``: two-sided exact binomial test at p = 1/2 (``scipy.stats.binomtest``).
+- ``binomial_pvalues``: the same test, vectorized over arrays of counts.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.stats import binomtest
+from scipy.stats import binom, binomtest
 from statsmodels.stats.proportion import proportion_confint
 
 ArrayLike = int | float | np.ndarray | torch.Tensor
@@ -44,3 +45,12 @@ def binomial_pvalue(top: int, second: int) -> float:
     if top + second == 0:
         return 1.0
     return float(binomtest(int(top), int(top) + int(second), 0.5).pvalue)
+
+
+def binomial_pvalues(top: ArrayLike, second: ArrayLike) -> np.ndarray:
+    """``binomial_pvalue`` for arrays of counts: Bin(n, 1/2) is symmetric, so the two-sided
+    p-value is min(1, 2 P(X <= min(top, second))) with n = top + second (1 when n = 0)."""
+    a, b = _numpy(top).astype(np.int64), _numpy(second).astype(np.int64)
+    n = a + b
+    p = np.minimum(1.0, 2.0 * binom.cdf(np.minimum(a, b), n, 0.5))
+    return np.where(n == 0, 1.0, p)

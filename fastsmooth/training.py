@@ -27,9 +27,10 @@ from tqdm.auto import tqdm
 
 from fastsmooth._validation import check_int, check_real
 
-__all__ = ["TrainConfig", "train", "save_checkpoint", "checkpoint_metadata", "FORMAT"]
+__all__ = ["TrainConfig", "Forwards", "train", "save_checkpoint", "checkpoint_metadata", "FORMAT", "OPTIMIZERS"]
 
 FORMAT = "fastsmooth"
+OPTIMIZERS = ("adam", "sgd", "adamw")
 Noise = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
@@ -39,9 +40,11 @@ class TrainConfig:
 
     copies: noisy copies of every image in a minibatch, each with its own noise draw (more
     ablations seen per step: it speeds up learning when each ablation shows little of the
-    image). The optimizer is SGD with momentum (``optimizer="sgd"``, the papers') or Adam;
-    the learning rate follows a cosine schedule over all steps (``schedule="cosine"``) or
-    stays constant.
+    image). The optimizer is SGD with momentum (``optimizer="sgd"``, the papers'), Adam, or
+    AdamW (decoupled weight decay, what ViTs are usually trained with); the learning rate
+    rises linearly over the first ``warmup`` epochs (a fraction allowed; 0: no warm-up), then
+    follows a cosine schedule over the remaining steps (``schedule="cosine"``) or stays
+    constant. ``label_smoothing``: the cross-entropy's (0: none).
     """
 
     epochs: int = 10
@@ -53,13 +56,17 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "cosine"
     seed: int = 0
+    warmup: float = 0.0
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "copies"):
             object.__setattr__(self, name, check_int(getattr(self, name), name, 1))  # a frozen dataclass
         object.__setattr__(self, "lr", check_real(self.lr, "lr", 0, low_open=True))
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        object.__setattr__(self, "warmup", check_real(self.warmup, "warmup", 0, self.epochs))
+        object.__setattr__(self, "label_smoothing", check_real(self.label_smoothing, "label_smoothing", 0, 1))
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
 
@@ -68,7 +75,44 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                weight_decay=config.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    adam = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _schedule(optimizer: torch.optim.Optimizer, config: TrainConfig,
+              steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The learning rate of each step: linear warm-up, then cosine (or constant); None: constant."""
+    steps = config.epochs * steps_per_epoch
+    warm = min(steps, round(config.warmup * steps_per_epoch))
+    cosine = config.schedule == "cosine"
+    if not warm:  # torch's own schedule, as before warm-up existed (same learning rates to the last bit)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps) if cosine else None
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if not cosine:
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclasses.dataclass(frozen=True)
+class Forwards:
+    """Training input that takes several forward passes: ``parts[i] = (rows, args)`` runs
+    ``model(*args)`` on the minibatch rows ``rows`` (an index tensor). A noise function returns
+    it when its inputs cannot stack into one batch (smoothed ViTs that keep different numbers
+    of tokens per image); the loss is the mean over every row, as for one forward."""
+
+    parts: list[tuple[torch.Tensor, tuple[torch.Tensor, ...]]]
+
+    def logits(self, model: nn.Module, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits of every row, the labels in the same order)."""
+        rows = torch.cat([r for r, _ in self.parts])
+        if rows.numel() != labels.numel() or not torch.equal(rows.sort().values.cpu(), torch.arange(labels.numel())):
+            raise ValueError(f"the noise's Forwards must cover each of the {labels.numel()} rows once")
+        return torch.cat([model(*args) for _, args in self.parts]), labels[rows.to(labels.device)]
 
 
 def train(
@@ -102,21 +146,21 @@ def train(
     loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=generator, drop_last=False)
     model.to(device).train()
     optimizer = _optimizer(model, config)
-    steps = config.epochs * len(loader)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-                 if config.schedule == "cosine" else None)
+    scheduler = _schedule(optimizer, config, len(loader))
     losses: list[float] = []
-    bar = tqdm(total=steps, disable=not progress, desc="train", unit="step")
+    bar = tqdm(total=config.epochs * len(loader), disable=not progress, desc="train", unit="step")
     try:
         for epoch in range(config.epochs):
             total, count = 0.0, 0
             for x, y in loader:
                 if config.copies > 1:
                     x, y = x.repeat_interleave(config.copies, 0), y.repeat_interleave(config.copies, 0)
-                inputs = noise(x.to(device), generator)
-                # a tuple is several model arguments (a token ViT's kept-token pixels and their indices)
-                logits = model(*inputs) if isinstance(inputs, tuple) else model(inputs)
-                loss = nn.functional.cross_entropy(logits, y.to(device))
+                inputs, y = noise(x.to(device), generator), y.to(device)
+                if isinstance(inputs, Forwards):
+                    logits, y = inputs.logits(model, y)
+                else:  # a tuple is several model arguments (a token ViT's kept-token pixels and their indices)
+                    logits = model(*inputs) if isinstance(inputs, tuple) else model(inputs)
+                loss = nn.functional.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -50,7 +50,7 @@ class Naive(Sequential):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs, give_up=False)
-        self.level_alpha = self.alpha
+        self.look_alpha = {look: self.alpha for look in self.looks}
 
 
 def test_the_same_test_catches_repeated_fixed_n_clopper_pearson(monkeypatch):

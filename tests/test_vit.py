@@ -195,3 +195,43 @@ def test_early_exit_decisions_equal_full_counts():
         prediction, certified = certify_counts(counts, m + 3 - 1)
         assert torch.equal(decided.prediction, prediction)
         assert torch.equal(decided.certified[:, j], certified & (prediction >= 0))
+
+
+@pytest.mark.parametrize("kind,size,drop", [("band", 3, True), ("block", 3, True), ("band", 5, False)])
+def test_per_image_training_noise_is_each_images_own_ablation(kind, size, drop):
+    """per="image": each image under its own band / block, as certification writes it; rows that
+    keep the same number of tokens share a forward, and every row is in exactly one."""
+    from fastsmooth.smoothing.vit import token_training_noise
+    from fastsmooth.training import Forwards
+
+    model = small_vit(drop_tokens=drop)
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    noise = token_training_noise(model, kind, size, mean=mean, std=std, normalize="before", per="image")
+    x = torch.rand(12, 3, 16, 16)
+    out = noise(x, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)  # the same draws, one image at a time
+    starts = torch.randint(16 if kind == "band" else 256, (12,), generator=g)
+    if not drop:  # one forward of every token
+        pixels, index = out
+        assert torch.equal(index, torch.arange(16))
+        for b in range(12):
+            masks = M.band_masks(16, 16, size, starts[b : b + 1], "column")
+            want = ops.ablate_tokens(x[b : b + 1], masks, index[None], 4, mean, std, normalize="before")
+            assert torch.equal(pixels[b : b + 1], want)
+        return
+    assert isinstance(out, Forwards) and len(out.parts) > 1  # several token counts among 12 draws
+    rows = torch.cat([r for r, _ in out.parts])
+    assert torch.equal(rows.sort().values, torch.arange(12))
+    for members, (pixels, tokens) in out.parts:
+        assert pixels.shape[:2] == tokens.shape and tokens.shape[0] == len(members)
+        for row, b in enumerate(members.tolist()):
+            start = starts[b : b + 1]
+            if kind == "band":
+                masks, want_tokens = M.band_masks(16, 16, size, start, "column"), ops.band_tokens(16, 16, size, start, (4, 4))
+            else:
+                masks, want_tokens = M.block_masks(16, 16, size, start), ops.block_tokens(16, 16, size, start, (4, 4))
+            assert torch.equal(tokens[row], want_tokens.index[0])
+            want = ops.ablate_tokens(x[b : b + 1], masks, tokens[row][None], 4, mean, std, normalize="before")
+            assert torch.equal(pixels[row : row + 1], want)
+    logits, labels = out.logits(model, torch.arange(12))
+    assert logits.shape == (12, 10) and torch.equal(labels, rows)

@@ -55,6 +55,25 @@ def test_train_and_certify_a_vit(data_file, tmp_path, method, drop):
     assert [r.certificate for r in rows] == want.certificate.tolist()
 
 
+def test_the_demo_vit_recipe_from_the_command_line(data_file, tmp_path):
+    """fastsmooth.demo_vit's recipe through `train` flags: a band per image, AdamW with warm-up,
+    label smoothing, normalization before ablation; `certify` reads it all back from the file."""
+    ckpt = _train(data_file, tmp_path / "vit.pt", "--method", "column", "--size", "2", "--per", "image",
+                  "--optimizer", "adamw", "--weight-decay", "0.05", "--warmup", "0.5", "--label-smoothing", "0.1",
+                  "--normalize", "before", "--mean", "0.5", "--std", "0.5", "--copies", "2")
+    assert ckpt["training"]["per"] == "image" and ckpt["training"]["optimizer"] == "adamw"
+    assert ckpt["training"]["warmup"] == 0.5 and ckpt["training"]["label_smoothing"] == 0.1
+    assert ckpt["hyperparameters"]["normalize"] == "before" and ckpt["hyperparameters"]["mean"] == [0.5]
+    out = tmp_path / "vit.tsv"
+    assert main(["certify", "--checkpoint", str(tmp_path / "vit.pt"), "--data", str(data_file), "--output", str(out),
+                 "--no-progress"]) == 0
+    model = models.build("mnist_vit")
+    models.load_checkpoint(model, tmp_path / "vit.pt")
+    x = torch.stack([load_tensors(data_file)[i][0] for i in range(12)])
+    want = fastsmooth.ViTColumnSmoothing(model, 10, 2, mean=[0.5], std=[0.5], normalize="before").evaluate_batch(x)
+    assert [r.certificate for r in read_results(out).rows] == want.certificate.tolist()
+
+
 def test_vit_with_a_method_without_vit_variant_is_refused(data_file, tmp_path, capsys):
     code = main(["train", "--data", str(data_file), "--output", str(tmp_path / "x.pt"), "--arch", "mnist_vit",
                  "--method", "dssn", "--sigma", "0.25", "--no-progress"])

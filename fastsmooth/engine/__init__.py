@@ -11,7 +11,8 @@
 - ``tally``: :class:`Tally`, per-slot counts on the model's device.
 - ``deciders``: :class:`Everything` (full counts), :class:`TwoStage` (fixed n0 + n sampling),
   :class:`Margins` (exact early exit of the
-  deterministic smoothers), :class:`Sequential` (anytime-valid decisions of the sampling ones).
+  deterministic smoothers), :class:`Sequential` (anytime-valid decisions of the sampling ones) and
+  :class:`SequentialPredict` (their anytime-valid PREDICT).
 - ``works``: :class:`SeededWork`, units of ops keyed by one seed per call (l0, SSN, uniform).
 - ``loop``: :func:`run`, the loop itself.
 
@@ -37,7 +38,17 @@ How a smoother plugs in
    returns the counts per slot and the units each slot used; answers are then on the decider
    (``prediction``, ``certified``) or come from the certificate functions on the counts.
 """
-from fastsmooth.engine.deciders import Decider, Everything, Margins, Sequential, TwoStage, margins, schedule
+from fastsmooth.engine.deciders import (
+    Decider,
+    Everything,
+    Margins,
+    Sequential,
+    SequentialPredict,
+    TwoStage,
+    look_alphas,
+    margins,
+    schedule,
+)
 from fastsmooth.engine.items import Segment, Work, mix_seed, one_group, runs, spread
 from fastsmooth.engine.loop import Run, run
 from fastsmooth.engine.batching import BatchFormer
@@ -51,9 +62,11 @@ __all__ = [
     "Run",
     "Segment",
     "Sequential",
+    "SequentialPredict",
     "Tally",
     "TwoStage",
     "Work",
+    "look_alphas",
     "margins",
     "mix_seed",
     "one_group",

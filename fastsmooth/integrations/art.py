@@ -16,8 +16,15 @@ Supported estimators:
   when ``logits=False``): the same ablations, the same ``[v, 1 - v]`` encoding of
   ``v = (x - mean) / std`` with the estimator's ``preprocessing=(mean, std)`` (ART's
   ``eval_and_certify`` normalizes before its ablator), so the vote counts equal ART's.
-  Preprocessing defences are refused; images must lie in [0, 1] (fastsmooth's input contract). ``algorithm="salman2021"``
-  (smoothed ViTs) is refused for now; :data:`ALGORITHMS` is where its path goes.
+  Preprocessing defences are refused; images must lie in [0, 1] (fastsmooth's input contract).
+- ``PyTorchDeRandomizedSmoothing`` with ``algorithm="salman2021"`` on a timm ViT (smoothed
+  ViTs, docs/semantics.md §10): :class:`~fastsmooth.smoothing.vit.ViTColumnSmoothing` (row,
+  block) on the estimator's own ViT with its ``drop_tokens``, top-1 votes (ART's salman2021
+  path takes the argmax; ``threshold`` and ``logits`` play no part), and the estimator's
+  ``preprocessing`` applied before ablation (``normalize="before"``: ablated pixels are 0 in
+  normalized space), so the vote counts equal ART's. Refused: a salman2021 estimator on a CNN
+  (ART's image-plus-ones-channel input) and one whose ``input_shape`` differs from its ViT's
+  input size (ART resizes such images; fastsmooth does not).
 - ``PyTorchRandomizedSmoothing`` (Gaussian, ``scale`` = sigma, ``sample_size`` = n0, ``alpha``):
   noise N(0, scale^2) added to the raw input (images in [0, 1]), then the estimator's
   preprocessing and model, as ART's ``certify`` does; n0 samples choose the class, n samples
@@ -52,8 +59,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from fastsmooth.models.vit import TokenViT
 from fastsmooth.smoothing.gaussian import Smooth
 from fastsmooth.smoothing.patch import BlockSmoothing, ColumnSmoothing, PatchSmoother, RowSmoothing
+from fastsmooth.smoothing.vit import ViTBlockSmoothing, ViTColumnSmoothing, ViTRowSmoothing
 
 __all__ = ["ALGORITHMS", "smoother", "eval_and_certify", "certify"]
 
@@ -103,7 +112,7 @@ _ABLATIONS: dict[str, tuple[type[PatchSmoother], type[PatchSmoother]]] = {
 }
 
 
-def _normalization(estimator: Any) -> tuple[list[float] | None, list[float] | None]:
+def _normalization(estimator: Any, channels: int) -> tuple[list[float] | None, list[float] | None]:
     """The estimator's preprocessing as the smoother's per-channel (mean, std), applied before
     the [x, 1 - x] encoding as ART does; (None, None) for ART's default (0, 1).
 
@@ -123,7 +132,6 @@ def _normalization(estimator: Any) -> tuple[list[float] | None, list[float] | No
         )
     if standard is None:
         return None, None
-    channels = estimator.input_shape[0] // 2  # ART doubles the channels of levine2020 estimators
     stats = []
     for name in ("mean", "std"):
         value = np.asarray(getattr(standard, name), dtype=np.float32).reshape(-1)
@@ -150,21 +158,50 @@ def _levine2020(estimator: Any, batch_size: int, backend: str) -> PatchSmoother:
     cls = on_logits if estimator.logits else on_probabilities
     # ART stores ablation_size as a 1-tuple on the estimator; its ablator holds the int
     size = int(estimator.ablator.ablation_size)
-    mean, std = _normalization(estimator)
+    mean, std = _normalization(estimator, channels=estimator.input_shape[0] // 2)  # ART doubles levine2020's
     return cls(estimator.model, estimator.nb_classes, size, threshold=float(estimator.threshold), mean=mean,
                std=std, batch_size=batch_size, backend=backend)
 
 
+#: ablation_type -> the smoothed-ViT smoother of salman2021 estimators
+_VIT_ABLATIONS: dict[str, type[PatchSmoother]] = {
+    "column": ViTColumnSmoothing,
+    "row": ViTRowSmoothing,
+    "block": ViTBlockSmoothing,
+}
+
+
 def _salman2021(estimator: Any, batch_size: int, backend: str) -> PatchSmoother:
-    raise NotImplementedError(
-        "estimator.algorithm='salman2021' (smoothed vision transformers) is not supported by "
-        "fastsmooth.integrations.art yet; certify it with estimator.eval_and_certify(...), or build the "
-        "estimator with algorithm='levine2020' (a CNN on the [x, 1 - x] encoding)"
-    )
+    """Salman et al.'s smoothed ViT (semantics.md §10) on the estimator's own timm ViT: its
+    ablation type and size, its ``drop_tokens``, top-1 votes (ART's salman2021 path takes the
+    argmax and ignores ``threshold`` / ``logits``) and its ``preprocessing=(mean, std)``
+    applied before ablation, as ART does (``normalize="before"``: ablated pixels 0 in
+    normalized space)."""
+    if estimator.mode != "ViT":
+        raise ValueError(
+            f"estimator.algorithm='salman2021' with a {estimator.mode} base model (ART feeds it the image plus a "
+            "ones channel) has no fastsmooth smoother; fastsmooth certifies salman2021 estimators built on a timm "
+            "ViT, and CNNs through algorithm='levine2020' (the [x, 1 - x] encoding)"
+        )
+    if estimator.ablation_type not in _VIT_ABLATIONS:
+        raise ValueError(
+            f"estimator.ablation_type must be one of {sorted(_VIT_ABLATIONS)}, got {estimator.ablation_type!r}"
+        )
+    vit = estimator.model
+    if estimator.to_reshape:
+        raise ValueError(
+            f"estimator.input_shape={tuple(estimator.input_shape)} differs from its ViT's input size "
+            f"{tuple(vit.default_cfg['input_size'])}, so ART resizes every ablated image; fastsmooth does not "
+            "resize: build the ViT at the image size (timm's img_size=) or resize the images first"
+        )
+    model = TokenViT(vit, drop_tokens=bool(vit.to_drop_tokens))  # shares the estimator's weights
+    mean, std = _normalization(estimator, channels=estimator.input_shape[0])
+    cls = _VIT_ABLATIONS[estimator.ablation_type]
+    return cls(model, estimator.nb_classes, int(estimator.ablator.ablation_size), threshold=None, mean=mean,
+               std=std, batch_size=batch_size, backend=backend, normalize="before")
 
 
-#: ``estimator.algorithm`` -> builder of the fastsmooth smoother that certifies it. A new
-#: algorithm (the ViT path of salman2021) is one more entry here.
+#: ``estimator.algorithm`` -> builder of the fastsmooth smoother that certifies it.
 ALGORITHMS: dict[str, Callable[[Any, int, str], PatchSmoother]] = {
     "levine2020": _levine2020,
     "salman2021": _salman2021,
@@ -211,9 +248,11 @@ def _gaussian(estimator: Any, batch_size: int, backend: str) -> Smooth:
 def smoother(estimator: Any, batch_size: int = 128, backend: str = "auto") -> PatchSmoother | Smooth:
     """The fastsmooth smoother that certifies what ``estimator`` certifies.
 
-    ``PyTorchDeRandomizedSmoothing`` (levine2020) gives a :class:`ColumnSmoothing`,
-    :class:`RowSmoothing` or :class:`BlockSmoothing` on ``estimator.model``, whose ``mean`` /
-    ``std`` are the estimator's preprocessing (it takes the raw images, as the estimator does);
+    ``PyTorchDeRandomizedSmoothing`` gives a :class:`ColumnSmoothing`, :class:`RowSmoothing`
+    or :class:`BlockSmoothing` on ``estimator.model`` (levine2020), or their smoothed-ViT
+    variants on a :class:`~fastsmooth.models.vit.TokenViT` around the estimator's ViT
+    (salman2021), whose ``mean`` / ``std`` are the estimator's preprocessing (it takes the raw
+    images, as the estimator does);
     ``PyTorchRandomizedSmoothing`` gives a :class:`Smooth` whose base classifier applies the
     estimator's preprocessing, with n0 = ``sample_size`` and ``alpha`` as its defaults.
     ``batch_size``: the most inputs of the base model per forward pass (ART's meaning too).

@@ -26,13 +26,12 @@ from scipy.stats import norm
 from torch import nn
 
 from fastsmooth._validation import check_image_batch, check_int, check_real, check_single_image
-from fastsmooth.certificates.counts import top_two
 from fastsmooth.ops.gaussian import draw_seed, gaussian_noise
 from fastsmooth.engine import Decider, Everything, Run, Segment, TwoStage
 from fastsmooth.engine.works import top1_votes
 from fastsmooth.smoothing.base import BaseSmoother, Certified, Decided, MemoryFormat
-from fastsmooth.smoothing.sequential import decide_sequentially
-from fastsmooth.stats import binomial_pvalue, clopper_pearson_lower
+from fastsmooth.smoothing.sequential import decide_sequentially, predict_fixed, predict_sequentially
+from fastsmooth.stats import clopper_pearson_lower
 
 __all__ = ["Smooth"]
 
@@ -124,6 +123,7 @@ class Smooth(BaseSmoother):
         alpha: float,
         batch_size: int | None = None,
         *,
+        sequential: bool = False,
         generator: torch.Generator | None = None,
         seed: int | None = None,
     ) -> int:
@@ -132,16 +132,14 @@ class Smooth(BaseSmoother):
         With n noised samples, the top two classes hold n1 and n2 votes; the prediction is
         returned unless the two-sided binomial test of n1 out of n1 + n2 at p = 1/2 has
         p-value > alpha. The probability of returning a class other than g(x) is at most alpha.
+        ``sequential=True``: the same test at looks 64, 96, 144, ... up to n (see
+        :meth:`predict_batch`), stopping at the first that passes.
         """
         self._check_image(x)
-        n = _positive_int(n, "n")
-        alpha = _alpha(alpha, 1.0)
-        counts = self.sample_counts(x.unsqueeze(0), n, batch_size, generator=generator, seed=seed)[0]
-        top, second = top_two(counts.unsqueeze(0))
-        n1, n2 = int(counts[top[0]]), int(counts[second[0]])
-        if binomial_pvalue(n1, n2) > alpha:
-            return Smooth.ABSTAIN
-        return int(top[0])
+        result = self.predict_batch(
+            x.unsqueeze(0), n, alpha, batch_size, sequential=sequential, generator=generator, seed=seed
+        )
+        return int(result.prediction[0])
 
     # -- batched API -------------------------------------------------------------------------
 
@@ -192,7 +190,7 @@ class Smooth(BaseSmoother):
         """Certified or not at each l2 radius of ``levels``, stopping each image as soon as it is decided.
 
         n0 samples (default ``self.n0``) choose c_A; estimation samples follow on the schedule
-        100, 200, 400, ... up to ``n_max`` (default ``self.n``), and an image retires once, at
+        64, 96, 144, ... (x 1.5) up to ``n_max`` (default ``self.n``), and an image retires once, at
         every level r, the anytime-valid lower bound on p_A certifies r (radius sigma *
         Phi^-1(p_lower) >= r, as :meth:`certify_batch` computes it) or its upper bound rules r
         out (``fastsmooth.engine.Sequential``: P(any false certification) <= alpha). Abstains
@@ -214,6 +212,39 @@ class Smooth(BaseSmoother):
             return self._run(work, decider, slots, xs.device, batch).units
 
         return decide_sequentially(execute, xs.shape[0], levels, n0, n_max, alpha, radius, abstains=True)
+
+    def predict_batch(
+        self,
+        xs: torch.Tensor,
+        n: int,
+        alpha: float,
+        batch_size: int | None = None,
+        *,
+        sequential: bool = False,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+    ) -> Decided:
+        """``predict`` for every image of xs [B, C, H, W]: ``Decided(prediction, certified [B, 0],
+        forwards)``, prediction -1 where it abstains.
+
+        ``sequential=False``: Cohen et al.'s PREDICT with n samples per image. ``sequential=True``:
+        n is the budget; the binomial test runs at looks 64, 96, 144, ... (x 1.5) up to n, look k
+        at alpha_k (half of alpha at n, the rest split evenly: ``fastsmooth.engine.SequentialPredict``),
+        so P(returning a class other than g(x)) <= alpha still holds; an image stops at the first
+        look that passes, or once no later look can. With a seed the samples are a prefix of
+        the fixed-n stream.
+        """
+        n = _positive_int(n, "n")
+        alpha = _alpha(alpha, 1.0)
+        if not sequential:
+            return predict_fixed(self.sample_counts(xs, n, batch_size, generator=generator, seed=seed), alpha, n)
+        check_image_batch(xs, "xs")
+        batch = self.batch_size if batch_size is None else _batch(batch_size)
+        work = _NoiseWork(self, xs, n, draw_seed(generator, seed))
+        slots = [(b, b) for b in range(xs.shape[0])]
+        return predict_sequentially(
+            lambda decider: self._run(work, decider, slots, xs.device, batch).units, xs.shape[0], n, alpha
+        )
 
     def sample_counts(
         self,

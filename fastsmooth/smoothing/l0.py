@@ -19,8 +19,8 @@ from fastsmooth.engine import Everything, Sequential, TwoStage
 from fastsmooth.engine.works import SeededWork
 from fastsmooth.ops._philox import seed_from
 from fastsmooth.smoothing.base import BaseSmoother, Certified, Decided, MemoryFormat
-from fastsmooth.smoothing.sequential import decide_sequentially
-from fastsmooth.stats import binomial_pvalue, clopper_pearson_lower
+from fastsmooth.smoothing.sequential import decide_sequentially, predict_fixed, predict_sequentially
+from fastsmooth.stats import clopper_pearson_lower
 
 ABSTAIN = -1
 
@@ -92,16 +92,30 @@ class RandomizedAblation(BaseSmoother):
         n = check_int(n, "n", 1)
         return self.run_work(self._work(x), Everything(n), [(b, b) for b in range(x.shape[0])], x.device).counts
 
-    def predict(self, x: torch.Tensor, n: int = 10000, alpha: float = 0.05) -> torch.Tensor:
+    def predict(self, x: torch.Tensor, n: int = 10000, alpha: float = 0.05, *, sequential: bool = False) -> torch.Tensor:
         """Predictions [B] (int64), -1 where the two-sided binomial test of the top two counts
-        at p = 1/2 has p-value > alpha (abstain)."""
+        at p = 1/2 has p-value > alpha (abstain). ``sequential=True``: see :meth:`predict_batch`."""
+        return self.predict_batch(x, n, alpha, sequential=sequential).prediction
+
+    def predict_batch(
+        self, x: torch.Tensor, n: int = 10000, alpha: float = 0.05, *, sequential: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Decided:
+        """``predict`` with the forwards each image used: ``Decided(prediction, certified [B, 0],
+        forwards)``. ``sequential=True``: n is the budget, and the binomial test runs at the
+        anytime-valid looks of ``fastsmooth.engine.SequentialPredict`` (64, 96, 144, ... up to
+        n, alpha split over the looks), each image stopping at the first look that passes or
+        once no later look can; P(returning a class other than g(x)) <= alpha either way."""
         alpha = _check_alpha(alpha)
-        counts = self.counts(x, n)
-        first, second = top_two(counts)
-        n1 = counts.gather(1, first[:, None])[:, 0].tolist()
-        n2 = counts.gather(1, second[:, None])[:, 0].tolist()
-        abstain = torch.tensor([binomial_pvalue(a, b) > alpha for a, b in zip(n1, n2)], dtype=torch.bool)
-        return torch.where(abstain, torch.full_like(first.cpu(), ABSTAIN), first.cpu())
+        n = check_int(n, "n", 1)
+        x = self._images(x)
+        slots = [(b, b) for b in range(x.shape[0])]
+        work = self._work(x, generator)
+        if not sequential:
+            return predict_fixed(self.run_work(work, Everything(n), slots, x.device).counts, alpha, n)
+        return predict_sequentially(
+            lambda decider: self.run_work(work, decider, slots, x.device).units, x.shape[0], n, alpha
+        )
 
     def certify(self, x: torch.Tensor, n0: int = 1000, n: int = 10000, alpha: float = 0.05) -> Certified:
         """Cohen-style CERTIFY: n0 samples pick cA, n samples bound its probability from below.

@@ -3,7 +3,9 @@
 Shared by ``Smooth``, ``SSN``, ``UniformSmoothing``, ``RandomizedAblation`` and
 ``RandomizedBandSmoothing``: n0 samples choose the class, then the estimation samples of the
 same stream are looked at on a geometric schedule (``fastsmooth.engine.Sequential``: a union
-bound over the looks of Clopper-Pearson intervals) until every level is decided.
+bound over the looks of Clopper-Pearson intervals) until every level is decided. The
+sequential PREDICT (``fastsmooth.engine.SequentialPredict``) tests the top two counts on the
+same schedule.
 """
 from __future__ import annotations
 
@@ -12,11 +14,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from fastsmooth.engine import Sequential
+from fastsmooth.certificates.counts import top_two
+from fastsmooth.engine import Sequential, SequentialPredict
+from fastsmooth.engine.deciders import FIRST_LOOK, GROWTH
 from fastsmooth.smoothing.base import Decided
-
-FIRST_LOOK = 100  # estimation samples at the first look
-GROWTH = 2.0  # each look has at least this many times the samples of the last
+from fastsmooth.stats import binomial_pvalues
 
 
 def decide_sequentially(
@@ -48,3 +50,27 @@ def decide_sequentially(
         prediction = torch.where(holds, prediction, torch.full_like(prediction, -1))
         certified = certified[:, :-1] & holds[:, None]
     return Decided(prediction, certified, units.clone())
+
+
+def predict_sequentially(
+    execute: Callable[[SequentialPredict], torch.Tensor], images: int, n_max: int, alpha: float
+) -> Decided:
+    """Cohen et al.'s PREDICT with anytime-valid looks: ``execute(decider)`` runs the units of
+    one stream per image (no separate selection samples) and returns the units each used.
+    ``certified`` is empty ([B, 0]): no level is asked."""
+    decider = SequentialPredict(n_max, alpha, images)
+    units = execute(decider)
+    return Decided(decider.prediction.clone(), torch.zeros(images, 0, dtype=torch.bool), units.clone())
+
+
+def predict_fixed(counts: torch.Tensor, alpha: float, n: int) -> Decided:
+    """Cohen et al.'s PREDICT on complete counts [B, K] of n samples: the top class unless the
+    two-sided binomial test of the top two counts at p = 1/2 has p-value > alpha (-1)."""
+    counts = counts.cpu()
+    top, second = top_two(counts)
+    n1 = counts.gather(1, top[:, None])[:, 0].numpy()
+    n2 = counts.gather(1, second[:, None])[:, 0].numpy()
+    abstain = torch.from_numpy(binomial_pvalues(n1, n2) > alpha)
+    prediction = torch.where(abstain, torch.full_like(top, -1), top)
+    B = counts.shape[0]
+    return Decided(prediction, torch.zeros(B, 0, dtype=torch.bool), torch.full((B,), n, dtype=torch.int64))

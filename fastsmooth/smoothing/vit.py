@@ -270,37 +270,57 @@ class ViTBlockSmoothing(_ViTTokens, BlockSmoothing):
 
 def token_training_noise(
     model: TokenViT, kind: str, size: int, *, axis: str = "column", mean: Stats = None, std: Stats = None,
-    normalize: str = "after", transposed: bool = False,
+    normalize: str = "after", transposed: bool = False, per: str = "batch",
 ):
-    """Training input of a smoothed ViT: ``noise(x, generator) -> (pixels, index)`` for ``model(pixels, index)``.
+    """Training input of a smoothed ViT: ``noise(x, generator)`` for ``model(pixels, index)``.
 
-    One random band (``kind="band"``, along ``axis``) or block (``kind="block"``) per minibatch,
-    as the authors' training (smoothed-vit's and ART's ablators draw one position per batch),
-    so every image of the batch keeps the same K tokens (all of them if the model does not
-    drop tokens). The fused op writes the kept tokens' pixels, as at certification.
+    ``per="batch"``: one random band (``kind="band"``, along ``axis``) or block (``kind="block"``)
+    per minibatch, as the authors' training (smoothed-vit's and ART's ablators draw one position
+    per batch), so every image of the batch keeps the same K tokens; it returns (pixels, index).
+    ``per="image"``: a position per image; images that keep the same number of tokens share a
+    forward (two forwards per step for bands, up to four for blocks), returned as
+    :class:`fastsmooth.training.Forwards`. A model that does not drop tokens gets all of them
+    (one forward). The fused op writes the kept tokens' pixels, as at certification.
     """
     if kind not in ("band", "block"):
         raise ValueError(f"kind must be 'band' or 'block', got {kind!r}")
     if normalize not in NORMALIZE_MODES:
         raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
+    if per not in ("batch", "image"):
+        raise ValueError(f"per must be 'batch' or 'image', got {per!r}")
+    from fastsmooth.training import Forwards
 
-    def noise(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def positions(H: int, W: int, count: int, generator: torch.Generator) -> tuple[KeepMasks, TokenSets]:
+        if kind == "band":
+            start = torch.randint(W if axis == "column" else H, (count,), generator=generator)
+            return band_masks(H, W, size, start, axis), band_tokens(H, W, size, start, model.patch, axis)
+        start = torch.randint(H * W, (count,), generator=generator)
+        return block_masks(H, W, size, start), block_tokens(H, W, size, start, model.patch)
+
+    def pixels(x: torch.Tensor, masks: KeepMasks, tokens: torch.Tensor) -> torch.Tensor:
+        """Kept-token pixels [B, K, E] of image b under ablation b (masks and tokens per image)."""
+        per_image = KeepMasks(masks.rows.transpose(0, 1), masks.cols.transpose(0, 1))  # [B, 1, ...]
+        return ablate_tokens(x, per_image, tokens[:, None], model.patch, mean, std, normalize=normalize)
+
+    def noise(x: torch.Tensor, generator: torch.Generator):
         if transposed:
             x = x.transpose(2, 3).contiguous()
-        H, W = x.shape[2], x.shape[3]
-        if kind == "band":
-            length = W if axis == "column" else H
-            start = torch.randint(length, (1,), generator=generator)
-            masks = band_masks(H, W, size, start, axis)
-            tokens = band_tokens(H, W, size, start, model.patch, axis).index[0]
-        else:
-            start = torch.randint(H * W, (1,), generator=generator)
-            masks = block_masks(H, W, size, start)
-            tokens = block_tokens(H, W, size, start, model.patch).index[0]
+        B, _, H, W = x.shape
+        masks, sets = positions(H, W, 1 if per == "batch" else B, generator)
         if not model.drop_tokens:
-            tokens = torch.arange(model.num_tokens)
-        tokens = tokens.to(x.device)
-        pixels = ablate_tokens(x, masks, tokens[None], model.patch, mean, std, normalize=normalize)
-        return pixels, tokens
+            every = torch.arange(model.num_tokens, device=x.device)
+            if per == "batch":
+                return ablate_tokens(x, masks, every[None], model.patch, mean, std, normalize=normalize), every
+            return pixels(x, masks, every.expand(B, -1)), every
+        if per == "batch":
+            tokens = sets.index[0].to(x.device)
+            return ablate_tokens(x, masks, tokens[None], model.patch, mean, std, normalize=normalize), tokens
+        parts = []
+        for members, tokens in group_by_count(sets):
+            on = members.to(x.device)
+            group = KeepMasks(masks.rows[:, members], masks.cols[:, members])
+            tokens = tokens.to(x.device)
+            parts.append((on, (pixels(x[on], group, tokens), tokens)))
+        return Forwards(parts)
 
     return noise
