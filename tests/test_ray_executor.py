@@ -123,7 +123,14 @@ def test_killed_workers_are_replaced_and_their_images_redone(digits, tmp_path):
         events["pid"] = ray.get(restarted.pid.remote())
         ray.kill(restarted, no_restart=False)  # Ray restarts it and retries its unfinished batches
         events["second kill"] = pool.completed
-        events["new pid"] = ray.get(restarted.pid.remote())
+        deadline = time.monotonic() + 120
+        while "new pid" not in events:  # a call that reaches the actor before its restart dies with it
+            try:
+                events["new pid"] = ray.get(restarted.pid.remote())
+            except ray.exceptions.RayActorError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     killer = threading.Thread(target=kill_mid_run)
     killer.start()
