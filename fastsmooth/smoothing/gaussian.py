@@ -231,7 +231,7 @@ class Smooth(BaseSmoother):
         n is the budget; the binomial test runs at looks 64, 96, 144, ... (x 1.5) up to n, look k
         at alpha_k (half of alpha at n, the rest split evenly: ``fastsmooth.engine.SequentialPredict``),
         so P(returning a class other than g(x)) <= alpha still holds; an image stops at the first
-        look that passes, or once no later look can. With a seed the samples are a prefix of
+        look that passes (abstaining at n). With a seed the samples are a prefix of
         the fixed-n stream.
         """
         n = _positive_int(n, "n")

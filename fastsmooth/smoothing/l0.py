@@ -104,8 +104,8 @@ class RandomizedAblation(BaseSmoother):
         """``predict`` with the forwards each image used: ``Decided(prediction, certified [B, 0],
         forwards)``. ``sequential=True``: n is the budget, and the binomial test runs at the
         anytime-valid looks of ``fastsmooth.engine.SequentialPredict`` (64, 96, 144, ... up to
-        n, alpha split over the looks), each image stopping at the first look that passes or
-        once no later look can; P(returning a class other than g(x)) <= alpha either way."""
+        n, alpha split over the looks), each image stopping at the first look that passes
+        (abstaining at n); P(returning a class other than g(x)) <= alpha either way."""
         alpha = _check_alpha(alpha)
         n = check_int(n, "n", 1)
         x = self._images(x)
