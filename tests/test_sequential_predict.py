@@ -19,6 +19,7 @@ import fastsmooth.smoothing.sequential as sequential_module
 from fastsmooth import Smooth
 from fastsmooth.engine import SequentialPredict, look_alphas
 from fastsmooth.stats import binomial_pvalue, binomial_pvalues
+from test_sequential_validity import OnePixel  # class 0 iff the noised pixel is below t
 
 
 def test_vectorized_pvalues_equal_the_exact_binomial_test():
@@ -74,18 +75,6 @@ def test_stops_at_the_first_look_whose_test_passes():
 
 SIGMA, ALPHA, IMAGES, N_MAX = 1.0, 0.1, 1000, 3200
 P_A = 0.505  # class 0 is g(x), barely: returning class 1 is an error
-
-
-class OnePixel(torch.nn.Module):
-    """Class 0 iff the noised pixel is below t (the image is 0): p_0 = Phi(t / sigma)."""
-
-    def __init__(self, t: float) -> None:
-        super().__init__()
-        self.t = t
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        v = x.reshape(x.shape[0], -1)[:, :1]
-        return torch.cat([self.t - v, v - self.t], dim=1)
 
 
 def wrong_predictions() -> tuple[int, torch.Tensor]:
