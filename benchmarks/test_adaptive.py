@@ -96,37 +96,47 @@ def _held_out(count: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x[:count], y[:count]
 
 
+def _fixed_against_sequential(benchmark, group: str, y: torch.Tensor, levels: tuple, fixed_forwards: int,
+                              certify, decide) -> None:
+    """One row: ``certify()`` (fixed n, every level from its certificate) against ``decide(levels)``
+    at each level alone (the question "certified at t?") and at all of them at once; forwards
+    per image and certified accuracy of each role go to ``extra_info``."""
+    out = {}
+
+    def fixed():
+        result = certify()
+        ok = result.prediction == y
+        out["fixed"] = ([float((ok & (result.certificate >= t)).float().mean()) for t in levels], fixed_forwards)
+
+    def sequential(asked):
+        def role():
+            result = decide(asked)
+            ok = result.prediction == y
+            out[f"sequential at {asked}"] = (
+                [float((ok & result.certified[:, k]).float().mean()) for k in range(len(asked))],
+                float(result.forwards.float().mean()),
+            )
+
+        return role
+
+    roles = {f"sequential r={t}": sequential((t,)) for t in levels}
+    roles["sequential, all radii"] = sequential(levels)
+    run(benchmark, fixed, group=group, role=f"fixed n={N}", rounds=1, primary=True, warmup=False, interleaved=roles)
+    benchmark.extra_info.update(radii=levels, results=out)
+    print(group, out)
+
+
 @pytest.mark.parametrize("sigma", [0.25, 0.5])
 def test_gaussian_sequential_against_fixed_n(benchmark, sigma):
     model = _gaussian_model(sigma)
     x, y = _held_out(IMAGES)
     # one explicit batch for both roles: the time ratio then follows the forwards, not the auto timing
     smooth = fastsmooth.Smooth(model, 10, sigma, batch_size=1000)
-    out = {}
-
-    def fixed():
-        result = smooth.certify_batch(x, 100, N, 0.001, seed=1)
-        ok = result.prediction == y
-        out["fixed"] = ([float((ok & (result.certificate >= r)).float().mean()) for r in RADII], 100 + N)
-
-    def sequential(levels):
-        def decide():
-            result = smooth.decide_batch(x, levels, n0=100, n_max=N, alpha=0.001, seed=1)
-            ok = result.prediction == y
-            out[f"sequential at {levels}"] = (
-                [float((ok & result.certified[:, k]).float().mean()) for k in range(len(levels))],
-                float(result.forwards.float().mean()),
-            )
-
-        return decide
-
-    # one decision per radius (the question "certified at r?"), and all three at once
-    roles = {f"sequential r={r}": sequential((r,)) for r in RADII}
-    roles["sequential, all radii"] = sequential(RADII)
-    run(benchmark, fixed, group=f"adaptive Gaussian, demo digits, sigma={sigma}, {IMAGES} images",
-        role=f"fixed n={N}", rounds=1, primary=True, warmup=False, interleaved=roles)
-    benchmark.extra_info.update(radii=RADII, results=out)
-    print(sigma, out)
+    _fixed_against_sequential(
+        benchmark, f"adaptive Gaussian, demo digits, sigma={sigma}, {IMAGES} images", y, RADII, 100 + N,
+        lambda: smooth.certify_batch(x, 100, N, 0.001, seed=1),
+        lambda levels: smooth.decide_batch(x, levels, n0=100, n_max=N, alpha=0.001, seed=1),
+    )
 
 
 @pytest.mark.parametrize("sigma", [0.25, 0.5])
@@ -246,28 +256,9 @@ def test_l0_sequential_against_fixed_n(benchmark):
     model = _trained("ablation", {"keep": 45}, "ablation-k45-lr0.001", in_channels=2, copies=4, epochs=12, lr=1e-3)
     x, y = _held_out(L0_IMAGES)
     smoother = fastsmooth.RandomizedAblation(model, 10, 45, n0=1000, n=N, alpha=0.05)
-    out = {}
-
-    def fixed():
-        result = smoother.evaluate_batch(x, generator=torch.Generator().manual_seed(1))
-        ok = result.prediction == y
-        out["fixed"] = ([float((ok & (result.certificate >= r)).float().mean()) for r in L0_RADII], 1000 + N)
-
-    def sequential(levels):
-        def decide():
-            result = smoother.decide_batch(x, levels, n0=1000, n_max=N, alpha=0.05,
-                                           generator=torch.Generator().manual_seed(1))
-            ok = result.prediction == y
-            out[f"sequential at {levels}"] = (
-                [float((ok & result.certified[:, k]).float().mean()) for k in range(len(levels))],
-                float(result.forwards.float().mean()),
-            )
-
-        return decide
-
-    roles = {f"sequential r={r}": sequential((r,)) for r in L0_RADII}
-    roles["sequential, all radii"] = sequential(L0_RADII)
-    run(benchmark, fixed, group=f"adaptive l0 (keep 45), demo digits, {L0_IMAGES} images",
-        role=f"fixed n={N}", rounds=1, primary=True, warmup=False, interleaved=roles)
-    benchmark.extra_info.update(radii=L0_RADII, results=out)
-    print(out)
+    _fixed_against_sequential(
+        benchmark, f"adaptive l0 (keep 45), demo digits, {L0_IMAGES} images", y, L0_RADII, 1000 + N,
+        lambda: smoother.evaluate_batch(x, generator=torch.Generator().manual_seed(1)),
+        lambda levels: smoother.decide_batch(x, levels, n0=1000, n_max=N, alpha=0.05,
+                                             generator=torch.Generator().manual_seed(1)),
+    )
