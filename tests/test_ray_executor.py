@@ -106,7 +106,9 @@ class SlowSmoother:
 def test_killed_workers_are_replaced_and_their_images_redone(digits, tmp_path):
     smoother = SlowSmoother(fastsmooth.ColumnSmoothing(_net(2), 10, size=4, threshold=0.3, batch_size=200))
     local = _run(smoother, digits, tmp_path / "local.tsv", LocalExecutor(), batch_images=2)
-    pool = RayExecutor(workers=2)
+    # keep_alive: the run must not end the actors itself. Without it, a run that finishes while
+    # the restarted actor is still answering ``pid`` below kills it for good (a race on a busy machine).
+    pool = RayExecutor(workers=2, keep_alive=True)
     events: dict[str, object] = {}
 
     def kill_mid_run():
@@ -134,8 +136,11 @@ def test_killed_workers_are_replaced_and_their_images_redone(digits, tmp_path):
 
     killer = threading.Thread(target=kill_mid_run)
     killer.start()
-    distributed = _run(smoother, digits, tmp_path / "ray.tsv", pool, batch_images=2)
-    killer.join()
+    try:
+        distributed = _run(smoother, digits, tmp_path / "ray.tsv", pool, batch_images=2)
+        killer.join()
+    finally:
+        pool.close()
     assert events["first kill"] < 12 and events["second kill"] < 12  # both came before the last batch
     assert events["new pid"] != events["pid"]
     assert pool.replaced == 1
