@@ -26,6 +26,8 @@ from fastsmooth.smoothing import (
     UniformSmoothing,
     ViTBlockSmoothing,
     ViTColumnSmoothing,
+    ViTMultiBandSmoothing,
+    ViTMultiBlockSmoothing,
     ViTRowSmoothing,
 )
 
@@ -56,6 +58,8 @@ __all__ = [
     "ViTColumnSmoothing",
     "ViTRowSmoothing",
     "ViTBlockSmoothing",
+    "ViTMultiBandSmoothing",
+    "ViTMultiBlockSmoothing",
     "l0_delta",
     "l0_radius",
     "__version__",

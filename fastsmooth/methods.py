@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from fastsmooth import ops
-from fastsmooth.ops.ablation.masks import KeepMasks, multi_band_masks, multi_block_masks
+from fastsmooth.ops.ablation.masks import KeepMasks, multi_band_masks, multi_block_masks, random_subsets
 from fastsmooth.smoothing import (
     DSSN,
     SSN,
@@ -125,17 +125,6 @@ def _stats(hp: Hyper) -> dict[str, Any]:
     return {"mean": hp.get("mean"), "std": hp.get("std")}
 
 
-def _per_image(masks: KeepMasks) -> KeepMasks:
-    """Masks [1, B, ...] (B ablations shared by all images) -> [B, 1, ...] (one per image)."""
-    tiles = None if masks.tiles is None else masks.tiles.transpose(0, 1)
-    return dataclasses.replace(masks, rows=masks.rows.transpose(0, 1), cols=masks.cols.transpose(0, 1), tiles=tiles)
-
-
-def _random_subsets(rows: int, n: int, keep: int, generator: torch.Generator) -> torch.Tensor:
-    """[rows, keep] uniformly random keep-subsets of range(n), sorted."""
-    return torch.rand(rows, n, generator=generator).argsort(dim=1)[:, :keep].sort(dim=1).values
-
-
 def _band_noise(hp: Hyper, per: str) -> Noise:
     size, transposed, axis = hp["size"], bool(hp.get("transposed")), hp.get("axis", "column")
 
@@ -170,10 +159,10 @@ def _multi_band_noise(hp: Hyper, per: str) -> Noise:
     def noise(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         _, _, H, W = x.shape
         n = (W if axis == "column" else H) // size
-        combos = _random_subsets(1 if per == "batch" else x.shape[0], n, keep, g)
+        combos = random_subsets(1 if per == "batch" else x.shape[0], n, keep, g)
         if per == "batch":
             return ops.ablate_multi_bands(x, size, keep, combos, axis, **_stats(hp))
-        return ops.ablate_with_masks(x, _per_image(multi_band_masks(H, W, size, combos, axis)), **_stats(hp))
+        return ops.ablate_with_masks(x, multi_band_masks(H, W, size, combos, axis).per_image(), **_stats(hp))
 
     return noise
 
@@ -184,10 +173,10 @@ def _multi_block_noise(hp: Hyper, per: str) -> Noise:
     def noise(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         _, _, H, W = x.shape
         n = (H // size) * (W // size)
-        combos = _random_subsets(1 if per == "batch" else x.shape[0], n, keep, g)
+        combos = random_subsets(1 if per == "batch" else x.shape[0], n, keep, g)
         if per == "batch":
             return ops.ablate_multi_blocks(x, size, keep, combos, **_stats(hp))
-        return ops.ablate_with_masks(x, _per_image(multi_block_masks(H, W, size, combos)), **_stats(hp))
+        return ops.ablate_with_masks(x, multi_block_masks(H, W, size, combos).per_image(), **_stats(hp))
 
     return noise
 
@@ -348,8 +337,11 @@ def resolve(method: Method, given: Mapping[str, Any], shape: tuple[int, int, int
 
 
 # -- smoothed vision transformers -------------------------------------------------------------------
-#: patch method -> (ablation kind, band axis) of its smoothed-ViT variant
-_VIT_VARIANTS = {"column": ("band", "column"), "row": ("band", "row"), "block": ("block", "column")}
+#: patch method -> (ablation kind, band axis unless the method's ``axis`` says otherwise) of its smoothed-ViT variant
+_VIT_VARIANTS = {
+    "column": ("band", "column"), "row": ("band", "row"), "block": ("block", "column"),
+    "multi-band": ("multi_band", "column"), "multi-block": ("multi_block", "column"),
+}
 
 
 def for_vit(method: Method, model: nn.Module) -> Method:
@@ -365,6 +357,8 @@ def for_vit(method: Method, model: nn.Module) -> Method:
     from fastsmooth.smoothing.vit import (
         ViTBlockSmoothing,
         ViTColumnSmoothing,
+        ViTMultiBandSmoothing,
+        ViTMultiBlockSmoothing,
         ViTRowSmoothing,
         token_training_noise,
     )
@@ -373,18 +367,23 @@ def for_vit(method: Method, model: nn.Module) -> Method:
         raise ValueError(f"method {method.name!r} has no smoothed-ViT variant; with a ViT use "
                          f"{', '.join(_VIT_VARIANTS)}")
     kind, axis = _VIT_VARIANTS[method.name]
-    smoother = {"column": ViTColumnSmoothing, "row": ViTRowSmoothing, "block": ViTBlockSmoothing}[method.name]
+    smoother = {"column": ViTColumnSmoothing, "row": ViTRowSmoothing, "block": ViTBlockSmoothing,
+                "multi-band": ViTMultiBandSmoothing, "multi-block": ViTMultiBlockSmoothing}[method.name]
 
     def build(m: nn.Module, k: int, hp: Hyper, bs: int | str) -> Any:
         extra = {"transposed": bool(hp["transposed"])} if method.name == "row" else {}
+        if method.name == "multi-band":
+            extra["axis"] = hp["axis"]
+        keep = (hp["keep"],) if kind.startswith("multi") else ()
         if bs != "auto":  # token batches need a number: "auto" keeps the ViT smoothers' default
             extra["batch_size"] = bs
-        return smoother(m, k, hp["size"], normalize=hp["normalize"], drop_tokens=hp["drop_tokens"],
+        return smoother(m, k, hp["size"], *keep, normalize=hp["normalize"], drop_tokens=hp["drop_tokens"],
                         **_patch_kw(hp), **extra)
 
     def noise(hp: Hyper, per: str) -> Noise:
-        return token_training_noise(model, kind, hp["size"], axis=axis, mean=hp.get("mean"), std=hp.get("std"),
-                                    normalize=hp["normalize"], transposed=bool(hp.get("transposed")), per=per)
+        return token_training_noise(model, kind, hp["size"], axis=hp.get("axis", axis), mean=hp.get("mean"),
+                                    std=hp.get("std"), normalize=hp["normalize"],
+                                    transposed=bool(hp.get("transposed")), per=per, keep=hp.get("keep"))
 
     return dataclasses.replace(
         method,

@@ -42,6 +42,26 @@ def test_band_and_block_tokens_equal_mask_pooling(H, W, patch):
         assert [t.tolist() for t in got] == want, ("block", s)
 
 
+@pytest.mark.parametrize("H,W,patch", [(8, 12, (2, 3)), (16, 16, (4, 4)), (9, 9, (3, 3)), (12, 8, (4, 2))])
+def test_multi_band_and_multi_block_tokens_equal_mask_pooling(H, W, patch):
+    """Sizes that straddle patch boundaries and leave a partial band / tile at the end."""
+    cpu = torch.device("cpu")
+    for s in (1, 2, 3, 5):
+        for axis, length in (("column", W), ("row", H)):
+            for keep in sorted({1, 2, length // s} - {0}):
+                if keep > length // s:
+                    continue
+                combos = M.all_combinations(length // s, keep)
+                got = G.multi_band_tokens(H, W, s, combos, patch, axis).index
+                want = pooled_tokens(M.cached_masks("multi_band", H, W, s, keep, axis, cpu).pixel_keep()[0], patch)
+                assert [t.tolist() for t in got] == want, (axis, s, keep)
+        tiles = (H // s) * (W // s)
+        for keep in sorted({1, 2, 3} & set(range(1, tiles + 1))):
+            got = G.multi_block_tokens(H, W, s, M.all_combinations(tiles, keep), patch).index
+            want = pooled_tokens(M.cached_masks("multi_block", H, W, s, keep, "column", cpu).pixel_keep()[0], patch)
+            assert [t.tolist() for t in got] == want, ("multi-block", s, keep)
+
+
 def test_straddling_and_wrapping_bands_keep_the_union():
     # 224 x 224, 16 x 16 patches, s = 19: 2 or 3 patch columns of 14 tokens each
     sets = G.band_tokens(224, 224, 19, torch.arange(224), (16, 16))

@@ -15,6 +15,7 @@ from fastsmooth.models.vit import TokenViT, build_vit  # noqa: E402
 from fastsmooth.certificates.patch import certify_counts  # noqa: E402
 from fastsmooth.ops.ablation import masks as M  # noqa: E402
 
+CPU = torch.device("cpu")
 SMALL = dict(embed_dim=48, depth=2, num_heads=3, mlp_ratio=2.0)
 
 
@@ -136,15 +137,12 @@ def test_pretrained_loads_local_files(tmp_path, fmt):
 # ---------------------------------------------------------------- smoothers
 
 
-def loop_counts(model, x, size, kind, drop, mean=None, std=None):
-    """Top-1 counts by a plain loop: one ablation at a time, the full image, the attention mask."""
-    H, W = x.shape[2:]
-    P = W if kind == "column" else H * W
+def loop_counts(model, x, masks, drop, mean=None, std=None):
+    """Top-1 counts by a plain loop: one ablation of ``masks`` at a time, the full image, the
+    attention mask over the tokens the pixel definition drops."""
+    keeps = masks.pixel_keep()[0]
     counts = torch.zeros(x.shape[0], 10, dtype=torch.int64)
-    for p in range(P):
-        masks = (M.band_masks(H, W, size, torch.tensor([p]), "column") if kind == "column"
-                 else M.block_masks(H, W, size, torch.tensor([p])))
-        keep = masks.pixel_keep()[0, 0]
+    for keep in keeps:
         kept = pixel_tokens(keep, model.patch[0]) if drop else torch.ones(model.num_tokens, dtype=torch.bool)
         logits = masked_logits(model, ablated_image(x, keep, mean, std), kept)
         counts += torch.nn.functional.one_hot(logits.argmax(1), 10)
@@ -159,7 +157,7 @@ def test_column_smoother_counts_equal_loop(drop):
     smoother = fastsmooth.ViTColumnSmoothing(model, 10, 3, mean=mean, std=std, batch_size=7)
     assert smoother.drop_tokens is drop
     counts = smoother.counts(x)
-    assert torch.equal(counts, loop_counts(model, x, 3, "column", drop, mean, std))
+    assert torch.equal(counts, loop_counts(model, x, M.cached_masks("band", 16, 16, 3, 0, "column", CPU), drop, mean, std))
     assert torch.equal(counts.sum(1), torch.full((3,), 16))
 
 
@@ -168,10 +166,42 @@ def test_block_smoother_counts_equal_loop_and_certify():
     x = torch.rand(2, 3, 8, 8)
     smoother = fastsmooth.ViTBlockSmoothing(model, 10, 3, batch_size=1000)
     counts = smoother.counts(x)
-    assert torch.equal(counts, loop_counts(model, x, 3, "block", True))
+    assert torch.equal(counts, loop_counts(model, x, M.cached_masks("block", 8, 8, 3, 0, "column", CPU), True))
     prediction, certified = smoother.certify(x, 1)
     assert torch.equal(prediction, counts.argmax(1))
     assert torch.equal(certified, certify_counts(counts, (1 + 3 - 1) ** 2)[1])  # semantics.md §1, Delta = 9
+
+
+@pytest.mark.parametrize("kind,size,keep,axis,drop", [
+    ("multi_band", 3, 2, "column", True),  # 3-column bands straddle the 4-pixel patches; one partial band
+    ("multi_band", 5, 2, "row", True),
+    ("multi_band", 3, 2, "column", False),
+    ("multi_block", 3, 2, "column", True),  # 25 pairs of 3 x 3 tiles on a 16 x 16 image (a partial tile row)
+    ("multi_block", 6, 3, "column", False),
+])
+def test_multi_band_and_multi_block_counts_equal_loop_and_certify(kind, size, keep, axis, drop):
+    model = small_vit(drop_tokens=drop)
+    x = torch.rand(2, 3, 16, 16)
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    if kind == "multi_band":
+        smoother = fastsmooth.ViTMultiBandSmoothing(model, 10, size, keep, mean=mean, std=std, batch_size=7, axis=axis)
+        plain = fastsmooth.MultiBandSmoothing(torch.nn.Identity(), 10, size, keep, axis=axis)
+    else:
+        smoother = fastsmooth.ViTMultiBlockSmoothing(model, 10, size, keep, mean=mean, std=std, batch_size=7)
+        plain = fastsmooth.MultiBlockSmoothing(torch.nn.Identity(), 10, size, keep)
+    masks = M.cached_masks(kind, 16, 16, size, keep, axis, CPU)
+    counts = smoother.counts(x)
+    assert torch.equal(counts, loop_counts(model, x, masks, drop, mean, std))
+    assert torch.equal(counts.sum(1), torch.full((2,), masks.count))
+    for m in (1, 3):  # the certificate is the CNN smoother's: same Delta, same tie rule
+        prediction, certified = smoother.certify(x, m)
+        assert torch.equal(prediction, counts.argmax(1))
+        assert torch.equal(certified, certify_counts(counts, plain.delta(m, 16, 16))[1])
+    decided = smoother.decide_batch(x, [1, 3])  # the engine's exact early exit answers as the full counts
+    for j, m in enumerate((1, 3)):
+        prediction, certified = certify_counts(counts, plain.delta(m, 16, 16))
+        assert torch.equal(decided.prediction, prediction)
+        assert torch.equal(decided.certified[:, j], certified & (prediction >= 0))
 
 
 def test_smoother_refuses_wrong_inputs():
@@ -235,3 +265,30 @@ def test_per_image_training_noise_is_each_images_own_ablation(kind, size, drop):
             assert torch.equal(pixels[row : row + 1], want)
     logits, labels = out.logits(model, torch.arange(12))
     assert logits.shape == (12, 10) and torch.equal(labels, rows)
+
+
+@pytest.mark.parametrize("kind,size,keep", [("multi_band", 3, 2), ("multi_block", 5, 2)])
+def test_multi_band_and_multi_block_training_noise_is_each_images_own_ablation(kind, size, keep):
+    """per="image" with multi-band / multi-block draws: each image keeps its own random choice
+    of bands / tiles, its tokens from that choice's geometry, its pixels as certification writes them."""
+    from fastsmooth.smoothing.vit import token_training_noise
+
+    model = small_vit()
+    noise = token_training_noise(model, kind, size, keep=keep, per="image")
+    x = torch.rand(12, 3, 16, 16)
+    out = noise(x, torch.Generator().manual_seed(5))
+    n = 16 // size if kind == "multi_band" else (16 // size) ** 2
+    combos = M.random_subsets(12, n, keep, torch.Generator().manual_seed(5))  # the same draws
+    assert len(out.parts) > 1  # choices keep different numbers of tokens
+    assert torch.equal(torch.cat([r for r, _ in out.parts]).sort().values, torch.arange(12))
+    for members, (pixels, tokens) in out.parts:
+        for row, b in enumerate(members.tolist()):
+            c = combos[b : b + 1]
+            if kind == "multi_band":
+                masks, sets = M.multi_band_masks(16, 16, size, c, "column"), ops.multi_band_tokens(16, 16, size, c, (4, 4))
+            else:
+                masks, sets = M.multi_block_masks(16, 16, size, c), ops.multi_block_tokens(16, 16, size, c, (4, 4))
+            assert torch.equal(tokens[row], sets.index[0])
+            assert torch.equal(pixels[row : row + 1], ops.ablate_tokens(x[b : b + 1], masks, tokens[row][None], 4))
+    with pytest.raises(ValueError, match=r"needs keep, the number of bands / tiles kept"):
+        token_training_noise(model, kind, size)

@@ -1,4 +1,4 @@
-"""`fastsmooth train --arch <vit> --method column|row|block` and `fastsmooth certify` on the result:
+"""`fastsmooth train --arch <vit> --method column|row|block|multi-band|multi-block` and `fastsmooth certify` on the result:
 the checkpoint records the ViT mode, certification rebuilds it and matches the library."""
 from __future__ import annotations
 
@@ -34,12 +34,18 @@ def _train(data: Path, out: Path, *flags: str) -> dict:
     return torch.load(out, map_location="cpu", weights_only=True)
 
 
-@pytest.mark.parametrize("method,drop", [("column", True), ("block", False)])
-def test_train_and_certify_a_vit(data_file, tmp_path, method, drop):
-    flags = ["--method", method, "--size", "4" if method == "column" else "8"] + ([] if drop else ["--no-drop-tokens"])
-    ckpt = _train(data_file, tmp_path / "vit.pt", *flags)
+@pytest.mark.parametrize("method,hyper,drop", [
+    ("column", {"size": 4}, True),
+    ("block", {"size": 8}, False),
+    ("multi-band", {"size": 6, "keep": 2, "axis": "row"}, True),  # 6-row bands straddle the 4-pixel patches
+    ("multi-block", {"size": 7, "keep": 2}, True),
+])
+def test_train_and_certify_a_vit(data_file, tmp_path, method, hyper, drop):
+    flags = ["--method", method] + [f for k, v in hyper.items() for f in (f"--{k}", str(v))]
+    ckpt = _train(data_file, tmp_path / "vit.pt", *flags, *([] if drop else ["--no-drop-tokens"]))
     assert ckpt["arch"] == "mnist_vit" and ckpt["in_channels"] == 1  # C channels, not 2C
     assert ckpt["hyperparameters"]["drop_tokens"] is drop and ckpt["hyperparameters"]["normalize"] == "after"
+    assert all(ckpt["hyperparameters"][k] == v for k, v in hyper.items())
     assert ckpt["training"]["per"] == "batch"
     out = tmp_path / "vit.tsv"
     assert main(["certify", "--checkpoint", str(tmp_path / "vit.pt"), "--data", str(data_file), "--output", str(out),
@@ -48,9 +54,11 @@ def test_train_and_certify_a_vit(data_file, tmp_path, method, drop):
     # the same certification through the library
     model = models.build("mnist_vit", drop_tokens=drop)
     models.load_checkpoint(model, tmp_path / "vit.pt")
-    cls = fastsmooth.ViTColumnSmoothing if method == "column" else fastsmooth.ViTBlockSmoothing
+    cls = {"column": fastsmooth.ViTColumnSmoothing, "block": fastsmooth.ViTBlockSmoothing,
+           "multi-band": fastsmooth.ViTMultiBandSmoothing, "multi-block": fastsmooth.ViTMultiBlockSmoothing}[method]
     x = torch.stack([load_tensors(data_file)[i][0] for i in range(12)])
-    want = cls(model, 10, int(flags[3])).evaluate_batch(x)
+    want = cls(model, 10, *(hyper[k] for k in ("size", "keep") if k in hyper),
+               **({"axis": hyper["axis"]} if "axis" in hyper else {})).evaluate_batch(x)
     assert [r.prediction for r in rows] == want.prediction.tolist()
     assert [r.certificate for r in rows] == want.certificate.tolist()
 

@@ -16,7 +16,7 @@ from fastsmooth.ops.ablation import (
 )
 from fastsmooth.ops.gaussian import gaussian_noise
 from fastsmooth.ops.pixel_ablation import ablate_pixels, ablate_pixels_train
-from fastsmooth.ops.tokens import ablate_tokens, band_tokens, block_tokens
+from fastsmooth.ops.tokens import ablate_tokens, band_tokens, block_tokens, multi_band_tokens, multi_block_tokens
 from fastsmooth.ops.splitting import (
     dssn_levels,
     dssn_split,
@@ -49,4 +49,6 @@ __all__ = [
     "ablate_tokens",
     "band_tokens",
     "block_tokens",
+    "multi_band_tokens",
+    "multi_block_tokens",
 ]

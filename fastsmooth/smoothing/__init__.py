@@ -12,7 +12,13 @@ from fastsmooth.smoothing.patch import (
     RandomizedBandSmoothing,
     RowSmoothing,
 )
-from fastsmooth.smoothing.vit import ViTBlockSmoothing, ViTColumnSmoothing, ViTRowSmoothing
+from fastsmooth.smoothing.vit import (
+    ViTBlockSmoothing,
+    ViTColumnSmoothing,
+    ViTMultiBandSmoothing,
+    ViTMultiBlockSmoothing,
+    ViTRowSmoothing,
+)
 
 __all__ = [
     "BaseSmoother",
@@ -32,4 +38,6 @@ __all__ = [
     "ViTColumnSmoothing",
     "ViTRowSmoothing",
     "ViTBlockSmoothing",
+    "ViTMultiBandSmoothing",
+    "ViTMultiBlockSmoothing",
 ]

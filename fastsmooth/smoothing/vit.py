@@ -18,25 +18,55 @@ for blocks), nothing per image.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from fastsmooth.models.vit import TokenViT
-from fastsmooth.ops.ablation.masks import KeepMasks, band_masks, block_masks
+from fastsmooth.ops.ablation.masks import (
+    KeepMasks,
+    all_combinations,
+    band_masks,
+    block_masks,
+    multi_band_masks,
+    multi_block_masks,
+    random_subsets,
+)
 from fastsmooth.ops.tokens import NORMALIZE_MODES, ablate_tokens, tokens_kernel
-from fastsmooth.ops.tokens.geometry import TokenSets, band_tokens, block_tokens, group_by_count
+from fastsmooth.ops.tokens.geometry import (
+    TokenSets,
+    band_tokens,
+    block_tokens,
+    group_by_count,
+    multi_band_tokens,
+    multi_block_tokens,
+)
 from fastsmooth._validation import check_stats
 from fastsmooth.engine import Everything, Margins, Segment, runs
 from fastsmooth.smoothing.base import Decided
-from fastsmooth.smoothing.patch import BlockSmoothing, ColumnSmoothing, RowSmoothing
+from fastsmooth.smoothing.patch import (
+    BlockSmoothing,
+    ColumnSmoothing,
+    MultiBandSmoothing,
+    MultiBlockSmoothing,
+    RowSmoothing,
+)
 
 Stats = Sequence[float] | torch.Tensor | None
 
 __all__ = [
-    "ViTColumnSmoothing", "ViTRowSmoothing", "ViTBlockSmoothing", "TokenGroup", "token_training_noise",
+    "ViTColumnSmoothing", "ViTRowSmoothing", "ViTBlockSmoothing", "ViTMultiBandSmoothing", "ViTMultiBlockSmoothing",
+    "TokenGroup", "token_training_noise",
 ]
+
+
+def _select(masks: KeepMasks, index: torch.Tensor | slice) -> KeepMasks:
+    """The masks of some of the ablations (``index`` into P), tiles included (multi-block)."""
+    tiles = None if masks.tiles is None else masks.tiles[:, index].contiguous()
+    return dataclasses.replace(masks, rows=masks.rows[:, index].contiguous(), cols=masks.cols[:, index].contiguous(),
+                               tiles=tiles)
 
 
 class TokenGroup:
@@ -52,8 +82,7 @@ class TokenGroup:
 
     def slice(self, first: int, end: int) -> TokenGroup:
         """Ablations first .. end - 1 of the group."""
-        masks = KeepMasks(self.masks.rows[:, first:end], self.masks.cols[:, first:end])
-        return TokenGroup(self.members[first:end], masks, self.tokens[first:end])
+        return TokenGroup(self.members[first:end], _select(self.masks, slice(first, end)), self.tokens[first:end])
 
 
 class _TokenWork:
@@ -185,7 +214,8 @@ class _ViTTokens:
 def _groups(smoother: _ViTTokens, H: int, W: int, device: torch.device) -> list[TokenGroup]:
     """The smoother's ablations grouped by kept-token count, built once per geometry and device."""
     patch, drop = smoother.model.patch, smoother.drop_tokens
-    key = (type(smoother).__name__, smoother.size, getattr(smoother, "axis", ""), H, W, patch, drop)
+    key = (type(smoother).__name__, smoother.size, getattr(smoother, "keep", 0), getattr(smoother, "axis", ""), H, W,
+           patch, drop)
     cache = _GROUP_CACHE.setdefault(device, {})
     if key not in cache:
         masks = smoother.masks(H, W, device)
@@ -197,8 +227,7 @@ def _groups(smoother: _ViTTokens, H: int, W: int, device: torch.device) -> list[
             pairs = [(torch.arange(P), every.expand(P, -1).contiguous())]
         cache[key] = []
         for members, tokens in pairs:
-            on = members.to(masks.rows.device)
-            group_masks = KeepMasks(masks.rows[:, on].contiguous(), masks.cols[:, on].contiguous())
+            group_masks = _select(masks, members.to(masks.rows.device))
             cache[key].append(TokenGroup(members.to(device), group_masks, tokens.to(device)))
     return cache[key]
 
@@ -207,26 +236,49 @@ _GROUP_CACHE: dict[torch.device, dict[tuple, list[TokenGroup]]] = {}
 
 
 def _vit_init(cls):
-    """Give a patch smoother class the ViT constructor: (model, num_classes, size, ..., normalize, drop_tokens)."""
+    """Give a patch smoother class the ViT constructor: (model, num_classes, size, [keep,] ...,
+    normalize, drop_tokens); ``keep`` for the multi-band / multi-block classes."""
+    base = cls.__bases__[1]
 
-    def __init__(
-        self,
-        model: TokenViT,
-        num_classes: int,
-        size: int,
-        threshold: float | None = None,
-        mean: Stats = None,
-        std: Stats = None,
-        batch_size: int = 1000,
-        backend: str = "auto",
-        autocast: torch.dtype | None = None,
-        normalize: str = "after",
-        drop_tokens: bool | None = None,
-        **kwargs,
-    ) -> None:
-        cls.__bases__[1].__init__(self, model, num_classes, size, threshold, mean, std, batch_size, backend, autocast,
-                                  torch.contiguous_format, **kwargs)
-        self._init_vit(model, normalize, drop_tokens)
+    if issubclass(base, (MultiBandSmoothing, MultiBlockSmoothing)):
+        def __init__(
+            self,
+            model: TokenViT,
+            num_classes: int,
+            size: int,
+            keep: int,
+            threshold: float | None = None,
+            mean: Stats = None,
+            std: Stats = None,
+            batch_size: int = 1000,
+            backend: str = "auto",
+            autocast: torch.dtype | None = None,
+            normalize: str = "after",
+            drop_tokens: bool | None = None,
+            **kwargs,
+        ) -> None:
+            base.__init__(self, model, num_classes, size, keep, threshold, mean, std, batch_size, backend, autocast,
+                          torch.contiguous_format, **kwargs)
+            self._init_vit(model, normalize, drop_tokens)
+    else:
+        def __init__(
+            self,
+            model: TokenViT,
+            num_classes: int,
+            size: int,
+            threshold: float | None = None,
+            mean: Stats = None,
+            std: Stats = None,
+            batch_size: int = 1000,
+            backend: str = "auto",
+            autocast: torch.dtype | None = None,
+            normalize: str = "after",
+            drop_tokens: bool | None = None,
+            **kwargs,
+        ) -> None:
+            base.__init__(self, model, num_classes, size, threshold, mean, std, batch_size, backend, autocast,
+                          torch.contiguous_format, **kwargs)
+            self._init_vit(model, normalize, drop_tokens)
 
     cls.__init__ = __init__
     return cls
@@ -268,13 +320,38 @@ class ViTBlockSmoothing(_ViTTokens, BlockSmoothing):
         return block_tokens(height, width, self.size, torch.arange(height * width), self.model.patch)
 
 
+@_vit_init
+class ViTMultiBandSmoothing(_ViTTokens, MultiBandSmoothing):
+    __doc__ = ("Multi-band smoothing with a smoothed ViT: every choice of ``keep`` of the W // s aligned bands "
+               "(``axis=\"row\"``: rows); Delta = C(B, keep) - C(B - a, keep)." + _DOC)
+
+    def token_sets(self, height: int, width: int) -> TokenSets:
+        combos = all_combinations(self._bands(height, width), self.keep)
+        return multi_band_tokens(height, width, self.size, combos, self.model.patch, self.axis)
+
+
+@_vit_init
+class ViTMultiBlockSmoothing(_ViTTokens, MultiBlockSmoothing):
+    __doc__ = ("Multi-block smoothing with a smoothed ViT: every choice of ``keep`` of the aligned ``size`` x "
+               "``size`` tiles; Delta = C(B, keep) - C(B - a, keep)." + _DOC)
+
+    def token_sets(self, height: int, width: int) -> TokenSets:
+        combos = all_combinations(self._tiles(height, width), self.keep)
+        return multi_block_tokens(height, width, self.size, combos, self.model.patch)
+
+
+#: ablation kinds of the ViT training noise
+TOKEN_NOISE_KINDS = ("band", "block", "multi_band", "multi_block")
+
+
 def token_training_noise(
     model: TokenViT, kind: str, size: int, *, axis: str = "column", mean: Stats = None, std: Stats = None,
-    normalize: str = "after", transposed: bool = False, per: str = "batch",
+    normalize: str = "after", transposed: bool = False, per: str = "batch", keep: int | None = None,
 ):
     """Training input of a smoothed ViT: ``noise(x, generator)`` for ``model(pixels, index)``.
 
-    ``per="batch"``: one random band (``kind="band"``, along ``axis``) or block (``kind="block"``)
+    ``per="batch"``: one random band (``kind="band"``, along ``axis``) or block (``kind="block"``),
+    or one random choice of ``keep`` aligned bands / tiles (``"multi_band"`` / ``"multi_block"``),
     per minibatch, as the authors' training (smoothed-vit's and ART's ablators draw one position
     per batch), so every image of the batch keeps the same K tokens; it returns (pixels, index).
     ``per="image"``: a position per image; images that keep the same number of tokens share a
@@ -282,8 +359,11 @@ def token_training_noise(
     :class:`fastsmooth.training.Forwards`. A model that does not drop tokens gets all of them
     (one forward). The fused op writes the kept tokens' pixels, as at certification.
     """
-    if kind not in ("band", "block"):
-        raise ValueError(f"kind must be 'band' or 'block', got {kind!r}")
+    if kind not in TOKEN_NOISE_KINDS:
+        raise ValueError(f"kind must be one of {TOKEN_NOISE_KINDS}, got {kind!r}")
+    if kind.startswith("multi") and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+        raise ValueError(f"kind={kind!r} needs keep, the number of bands / tiles kept (a positive integer), "
+                         f"got {keep!r}")
     if normalize not in NORMALIZE_MODES:
         raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
     if per not in ("batch", "image"):
@@ -294,13 +374,19 @@ def token_training_noise(
         if kind == "band":
             start = torch.randint(W if axis == "column" else H, (count,), generator=generator)
             return band_masks(H, W, size, start, axis), band_tokens(H, W, size, start, model.patch, axis)
-        start = torch.randint(H * W, (count,), generator=generator)
-        return block_masks(H, W, size, start), block_tokens(H, W, size, start, model.patch)
+        if kind == "block":
+            start = torch.randint(H * W, (count,), generator=generator)
+            return block_masks(H, W, size, start), block_tokens(H, W, size, start, model.patch)
+        if kind == "multi_band":
+            combos = random_subsets(count, (W if axis == "column" else H) // size, keep, generator)
+            return (multi_band_masks(H, W, size, combos, axis),
+                    multi_band_tokens(H, W, size, combos, model.patch, axis))
+        combos = random_subsets(count, (H // size) * (W // size), keep, generator)
+        return multi_block_masks(H, W, size, combos), multi_block_tokens(H, W, size, combos, model.patch)
 
     def pixels(x: torch.Tensor, masks: KeepMasks, tokens: torch.Tensor) -> torch.Tensor:
         """Kept-token pixels [B, K, E] of image b under ablation b (masks and tokens per image)."""
-        per_image = KeepMasks(masks.rows.transpose(0, 1), masks.cols.transpose(0, 1))  # [B, 1, ...]
-        return ablate_tokens(x, per_image, tokens[:, None], model.patch, mean, std, normalize=normalize)
+        return ablate_tokens(x, masks.per_image(), tokens[:, None], model.patch, mean, std, normalize=normalize)
 
     def noise(x: torch.Tensor, generator: torch.Generator):
         if transposed:
@@ -318,7 +404,7 @@ def token_training_noise(
         parts = []
         for members, tokens in group_by_count(sets):
             on = members.to(x.device)
-            group = KeepMasks(masks.rows[:, members], masks.cols[:, members])
+            group = _select(masks, members)
             tokens = tokens.to(x.device)
             parts.append((on, (pixels(x[on], group, tokens), tokens)))
         return Forwards(parts)

@@ -37,6 +37,12 @@ class KeepMasks:
         tiles = None if self.tiles is None else self.tiles.to(device)
         return dataclasses.replace(self, rows=self.rows.to(device), cols=self.cols.to(device), tiles=tiles)
 
+    def per_image(self) -> KeepMasks:
+        """Masks [1, B, ...] (B ablations shared by all images) -> [B, 1, ...]: ablation b for
+        image b (training draws one ablation per image)."""
+        tiles = None if self.tiles is None else self.tiles.transpose(0, 1)
+        return dataclasses.replace(self, rows=self.rows.transpose(0, 1), cols=self.cols.transpose(0, 1), tiles=tiles)
+
     def pixel_keep(self) -> torch.Tensor:
         """The retained pixels as a bool tensor [M, P, H, W] (readable, memory hungry)."""
         keep = self.rows.bool()[:, :, :, None] & self.cols.bool()[:, :, None, :]
@@ -115,6 +121,12 @@ def all_combinations(n: int, keep: int) -> torch.Tensor:
     if math.comb(n, keep) == 0:
         return torch.zeros(0, keep, dtype=torch.int64)
     return torch.tensor(list(itertools.combinations(range(n), keep)), dtype=torch.int64).view(-1, keep)
+
+
+def random_subsets(rows: int, n: int, keep: int, generator: torch.Generator) -> torch.Tensor:
+    """[rows, keep] uniformly random keep-subsets of range(n), sorted (training draws of the
+    multi-band / multi-block ablations)."""
+    return torch.rand(rows, n, generator=generator).argsort(dim=1)[:, :keep].sort(dim=1).values
 
 
 @functools.lru_cache(maxsize=64)

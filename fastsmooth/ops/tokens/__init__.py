@@ -21,6 +21,8 @@ from fastsmooth.ops.tokens.geometry import (
     band_tokens,
     block_tokens,
     group_by_count,
+    multi_band_tokens,
+    multi_block_tokens,
     tokens_from_axes,
     touched,
 )
@@ -35,6 +37,8 @@ __all__ = [
     "TokenSets",
     "band_tokens",
     "block_tokens",
+    "multi_band_tokens",
+    "multi_block_tokens",
     "group_by_count",
     "tokens_from_axes",
     "touched",

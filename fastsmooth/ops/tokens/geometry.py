@@ -16,7 +16,10 @@ import dataclasses
 
 import torch
 
-__all__ = ["TokenSets", "band_tokens", "block_tokens", "touched", "tokens_from_axes", "group_by_count"]
+__all__ = [
+    "TokenSets", "band_tokens", "block_tokens", "multi_band_tokens", "multi_block_tokens", "touched", "tokens_from_axes",
+    "group_by_count",
+]
 
 
 def touched(length: int, size: int, starts: torch.Tensor, patch: int) -> torch.Tensor:
@@ -70,6 +73,37 @@ def block_tokens(height: int, width: int, size: int, corners: torch.Tensor, patc
     rows = touched(height, size, corners // width, ph)
     cols = touched(width, size, corners % width, pw)
     return TokenSets(tokens_from_axes(rows, cols))
+
+
+def multi_band_tokens(
+    height: int, width: int, size: int, combos: torch.Tensor, patch: tuple[int, int], axis: str = "column"
+) -> TokenSets:
+    """Kept tokens of unions of aligned bands (band t: indices t * size .. t * size + size - 1, no
+    wraparound; ``combos`` [P, keep] band indices, as ``ops.ablation.masks.multi_band_masks``):
+    the union of the patch columns (rows) each chosen band touches."""
+    ph, pw = patch
+    length, p = (width, pw) if axis == "column" else (height, ph)
+    bands = length // size
+    per_band = touched(length, size, torch.arange(bands) * size, p)  # [bands, G]: aligned bands never wrap
+    chosen = per_band[combos.to(torch.int64)].any(dim=1)  # [P, G]
+    P = chosen.shape[0]
+    if axis == "column":
+        return TokenSets(tokens_from_axes(torch.ones(P, height // ph, dtype=torch.bool), chosen))
+    return TokenSets(tokens_from_axes(chosen, torch.ones(P, width // pw, dtype=torch.bool)))
+
+
+def multi_block_tokens(height: int, width: int, size: int, combos: torch.Tensor, patch: tuple[int, int]) -> TokenSets:
+    """Kept tokens of unions of aligned ``size`` x ``size`` tiles (numbered row-major over the
+    (H // size) x (W // size) whole tiles; ``combos`` [P, keep], as ``multi_block_masks``): the
+    union of each chosen tile's touched patch rows x columns. A union of tiles is not a product
+    set, so the union is taken over token grids."""
+    ph, pw = patch
+    tiles_w = width // size
+    rows = touched(height, size, torch.arange(height // size) * size, ph)  # [TH, G_h]
+    cols = touched(width, size, torch.arange(tiles_w) * size, pw)  # [TW, G_w]
+    per_tile = (rows[:, None, :, None] & cols[None, :, None, :]).reshape(-1, rows.shape[1] * cols.shape[1])
+    chosen = per_tile[combos.to(torch.int64)].any(dim=1)  # [P, G]
+    return TokenSets([row.nonzero()[:, 0] for row in chosen])
 
 
 def group_by_count(sets: TokenSets) -> list[tuple[torch.Tensor, torch.Tensor]]:
