@@ -2,7 +2,8 @@
 ART 1.20.1's salman2021 path, and a ViT trained on the demo digits beside the demo's CNN.
 
 Roles of the timing rows, interleaved round by round on the same weights and images:
-1. ``fastsmooth drop``: ``ViTColumnSmoothing`` / ``ViTBlockSmoothing`` counts, kept tokens only;
+1. ``fastsmooth drop``: ``ViTColumnSmoothing`` / ``ViTBlockSmoothing`` counts, kept tokens only,
+   built from ART's estimator by ``fastsmooth.integrations.art.smoother`` (its own ViT weights);
 2. ``floor all tokens``: the same smoother and ViT without dropping (every token of every
    ablation: the forward cost a non-dropping engine cannot go below);
 3. ``ART salman2021``: ``PyTorchDeRandomizedSmoothing(algorithm="salman2021", drop_tokens=True)
@@ -37,7 +38,6 @@ from fastsmooth.certificates import certify_counts  # noqa: E402
 from fastsmooth.data import demo_mnist  # noqa: E402
 from fastsmooth.demo import RECIPE, THRESHOLD  # noqa: E402
 from fastsmooth.demo_vit import trained_vit  # noqa: E402
-from fastsmooth.models.vit import build_vit  # noqa: E402
 
 
 def _art(monkeypatch, arch, size, kind, image, patch, **shrink):
@@ -62,17 +62,15 @@ def _art(monkeypatch, arch, size, kind, image, patch, **shrink):
         monkeypatch.setattr(timm, "create_model", create)
 
 
-def _ours(estimator, arch, image, patch, drop, **shrink):
-    model = build_vit(arch, num_classes=10, img_size=image, patch_size=patch, drop_tokens=drop, **shrink)
-    model.vit.load_state_dict(estimator.model.state_dict())
-    return model.eval()
-
-
 def _roles(monkeypatch, arch, kind, size, image, patch, batch, **shrink):
+    """The three roles on one ART estimator: fastsmooth's smoother through the ART adapter (the
+    estimator's own ViT, token dropping), the same smoother on every token, and ART itself."""
+    from fastsmooth.integrations import art as fs_art
+
     estimator = _art(monkeypatch, arch, size, kind, image, patch, **shrink)
-    cls = fastsmooth.ViTColumnSmoothing if kind == "column" else fastsmooth.ViTBlockSmoothing
-    drop = cls(_ours(estimator, arch, image, patch, True, **shrink), 10, size, batch_size=batch, normalize="before")
-    every = cls(_ours(estimator, arch, image, patch, False, **shrink), 10, size, batch_size=batch, normalize="before")
+    drop = fs_art.smoother(estimator, batch_size=batch)
+    assert isinstance(drop, fastsmooth.ViTColumnSmoothing if kind == "column" else fastsmooth.ViTBlockSmoothing)
+    every = type(drop)(drop.model, 10, size, batch_size=batch, normalize="before", drop_tokens=False)
 
     def art(x):
         return estimator.eval_and_certify(x.numpy(), np.zeros(len(x), dtype=np.int64), size_to_certify=1,
