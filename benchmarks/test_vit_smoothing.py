@@ -9,6 +9,7 @@ Roles of the timing rows, interleaved round by round on the same weights and ima
 3. ``ART salman2021``: ``PyTorchDeRandomizedSmoothing(algorithm="salman2021", drop_tokens=True)
    .eval_and_certify`` (one position at a time over the batch of images, as ART runs).
 Every role computes the same votes (tests/test_vit_art.py checks that the counts are equal).
+``test_cifar_vit_multi_block`` has the first two roles only (ART has no multi-block ViT path).
 Base networks have random weights (timing does not depend on them).
 
 ``test_mnist_vit_beside_demo_cnn``: trained networks on real digits, the ViT of
@@ -104,6 +105,21 @@ def test_cifar_vit_block(benchmark, monkeypatch):
     x = torch.rand(2, 3, 32, 32)
     run(benchmark, lambda: drop.counts(x), group="ViT-Ti/4 block s=4, 32x32, 2 images", role="fastsmooth drop",
         primary=True, rounds=3, interleaved={"floor all tokens": lambda: every.counts(x), "ART salman2021": lambda: art(x)})
+
+
+def test_cifar_vit_multi_block(benchmark):
+    """Multi-block smoothing (fastsmooth's extension; no ART counterpart): every pair of the 16
+    aligned 8 x 8 tiles of a 32 x 32 image, 4 x 4 patches (120 ablations keeping 8 of 64 tokens),
+    token dropping against the same ViT on every token."""
+    from fastsmooth.models.vit import build_vit
+
+    torch.manual_seed(0)
+    vit = build_vit("vit_tiny_patch16_224", num_classes=10, img_size=32, patch_size=4, drop_tokens=True).eval()
+    drop = fastsmooth.ViTMultiBlockSmoothing(vit, 10, 8, 2, batch_size=120)
+    every = fastsmooth.ViTMultiBlockSmoothing(vit, 10, 8, 2, batch_size=120, drop_tokens=False)
+    x = torch.rand(4, 3, 32, 32)
+    run(benchmark, lambda: drop.counts(x), group="ViT-Ti/4 multi-block s=8 keep 2, 32x32, 4 images",
+        role="fastsmooth drop", primary=True, rounds=3, interleaved={"floor all tokens": lambda: every.counts(x)})
 
 
 PATCHES = tuple(range(1, 8))
