@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from fastsmooth import ops
-from fastsmooth.ops.ablation.masks import KeepMasks, multi_band_masks, multi_block_masks, random_subsets
+from fastsmooth.ops.ablation.masks import multi_band_masks, multi_block_masks, random_subsets
 from fastsmooth.smoothing import (
     DSSN,
     SSN,
