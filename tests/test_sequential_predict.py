@@ -95,7 +95,6 @@ class NaivePredict(SequentialPredict):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.look_alpha = {look: self.alpha for look in self.looks}
-        self.later_alpha = {look: self.alpha for look in self.looks}
 
 
 def test_the_same_test_catches_the_fixed_n_test_repeated_at_every_look(monkeypatch):

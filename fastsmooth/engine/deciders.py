@@ -203,7 +203,29 @@ GROWTH = 1.5
 FINAL_SHARE = 0.5
 
 
-class Sequential:
+class _Looks:
+    """The schedule of looks of the sequential deciders (``schedule``) and each look's share of
+    alpha (``look_alphas``): ``looks`` [m_1 < ... < m_K = n_max], ``look_alpha`` {m_k: alpha_k}."""
+
+    def _init_looks(self, n_max: int, alpha: float, first: int, growth: float, final_share: float) -> None:
+        self.looks = schedule(n_max, first, growth)
+        self.look_alpha = dict(zip(self.looks, look_alphas(len(self.looks), alpha, final_share)))
+
+    def _after(self, m: int) -> int:
+        """The first look past ``m`` samples (m < n_max)."""
+        return next(t for t in self.looks if t > m)
+
+
+def top_two_pvalues(counts: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+    """(top class [S], p-value of the two-sided binomial test of the top two counts at p = 1/2
+    [S]) of counts [S, K] on the host: Cohen et al.'s PREDICT test."""
+    top, second = top_two(counts)
+    n1 = counts.gather(1, top[:, None])[:, 0].numpy()
+    n2 = counts.gather(1, second[:, None])[:, 0].numpy()
+    return top, binomial_pvalues(n1, n2)
+
+
+class Sequential(_Looks):
     """Anytime-valid decisions of a sampling smoother: n0 samples choose the class c_A, then
     estimation samples are looked at on a geometric schedule and the image retires as soon as
     every level is decided.
@@ -249,8 +271,7 @@ class Sequential:
         self.n0, self.n_max, self.alpha, self.give_up = n0, n_max, alpha, give_up
         self.levels = np.asarray([float(v) for v in levels], dtype=np.float64)
         self.certificate = certificate
-        self.looks = schedule(n_max, first, growth)
-        self.look_alpha = dict(zip(self.looks, look_alphas(len(self.looks), alpha, final_share)))
+        self._init_looks(n_max, alpha, first, growth, final_share)
         self.choice = torch.full((slots,), -1, dtype=torch.int64)
         self.selection: dict[int, torch.Tensor] = {}
         self.prediction = torch.full((slots,), -1, dtype=torch.int64)
@@ -298,11 +319,11 @@ class Sequential:
                 self.certified[slot] = torch.from_numpy(yes[j])
                 self.p_lower[slot] = float(lower[j])
             else:
-                out[i] = self.n0 + next(t for t in self.looks if t > m[j])
+                out[i] = self.n0 + self._after(m[j])
         return out
 
 
-class SequentialPredict:
+class SequentialPredict(_Looks):
     """Cohen et al.'s PREDICT, anytime-valid: the two-sided binomial test of the top two counts
     at p = 1/2, at every look of the schedule of :class:`Sequential` with the same split of
     alpha over the looks. Returns the top class at the first look whose p-value is <= that
@@ -323,8 +344,7 @@ class SequentialPredict:
         final_share: float = FINAL_SHARE,
     ) -> None:
         self.n_max, self.alpha = n_max, alpha
-        self.looks = schedule(n_max, first, growth)
-        self.look_alpha = dict(zip(self.looks, look_alphas(len(self.looks), alpha, final_share)))
+        self._init_looks(n_max, alpha, first, growth, final_share)
         self.prediction = torch.full((slots,), -1, dtype=torch.int64)
 
     def rows_hint(self, slots: int) -> int:
@@ -335,12 +355,9 @@ class SequentialPredict:
 
     def update(self, slots: Sequence[int], counts: torch.Tensor | None, units: Sequence[int]) -> list[int | None]:
         assert counts is not None
-        top, second = top_two(counts)
-        n1 = counts.gather(1, top[:, None])[:, 0].numpy()
-        n2 = counts.gather(1, second[:, None])[:, 0].numpy()
+        top, pvalues = top_two_pvalues(counts)
         m = np.asarray([int(u) for u in units])
-        level = np.array([self.look_alpha[int(t)] for t in m])
-        passed = binomial_pvalues(n1, n2) <= level
+        passed = pvalues <= np.array([self.look_alpha[int(t)] for t in m])
         out: list[int | None] = []
         for i, slot in enumerate(slots):
             if passed[i]:
@@ -349,7 +366,7 @@ class SequentialPredict:
             elif m[i] >= self.n_max:
                 out.append(None)  # abstain
             else:
-                out.append(next(t for t in self.looks if t > m[i]))
+                out.append(self._after(m[i]))
         return out
 
 

@@ -14,11 +14,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from fastsmooth.certificates.counts import top_two
 from fastsmooth.engine import Sequential, SequentialPredict
-from fastsmooth.engine.deciders import FIRST_LOOK, GROWTH
+from fastsmooth.engine.deciders import FIRST_LOOK, GROWTH, top_two_pvalues
 from fastsmooth.smoothing.base import Decided
-from fastsmooth.stats import binomial_pvalues
 
 
 def decide_sequentially(
@@ -66,11 +64,8 @@ def predict_sequentially(
 def predict_fixed(counts: torch.Tensor, alpha: float, n: int) -> Decided:
     """Cohen et al.'s PREDICT on complete counts [B, K] of n samples: the top class unless the
     two-sided binomial test of the top two counts at p = 1/2 has p-value > alpha (-1)."""
-    counts = counts.cpu()
-    top, second = top_two(counts)
-    n1 = counts.gather(1, top[:, None])[:, 0].numpy()
-    n2 = counts.gather(1, second[:, None])[:, 0].numpy()
-    abstain = torch.from_numpy(binomial_pvalues(n1, n2) > alpha)
+    top, pvalues = top_two_pvalues(counts.cpu())
+    abstain = torch.from_numpy(pvalues > alpha)
     prediction = torch.where(abstain, torch.full_like(top, -1), top)
     B = counts.shape[0]
     return Decided(prediction, torch.zeros(B, 0, dtype=torch.bool), torch.full((B,), n, dtype=torch.int64))
