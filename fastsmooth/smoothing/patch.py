@@ -172,8 +172,7 @@ def _slice(masks: KeepMasks, first: int, end: int) -> KeepMasks:
     """Ablations first .. end - 1 of shared (M = 1) masks: contiguous views, no copy."""
     if first == 0 and end == masks.count:
         return masks
-    tiles = None if masks.tiles is None else masks.tiles[:, first:end]
-    return KeepMasks(masks.rows[:, first:end], masks.cols[:, first:end], tiles, masks.tile_h, masks.tile_w)
+    return masks.select(slice(first, end))
 
 
 class PatchSmoother(_AblationSmoother, abc.ABC):
@@ -229,10 +228,7 @@ class PatchSmoother(_AblationSmoother, abc.ABC):
         key = (H, W, x.device, masks.count)
         if getattr(self, "_spread_key", None) != key:  # the spread-order copy, once per shape
             order = spread(masks.count).to(masks.rows.device)
-            tiles = None if masks.tiles is None else masks.tiles[:, order].contiguous()
-            self._spread = KeepMasks(
-                masks.rows[:, order].contiguous(), masks.cols[:, order].contiguous(), tiles, masks.tile_h, masks.tile_w
-            )
+            self._spread = masks.select(order)
             self._spread_key = key
         spread_masks = self._spread
         decider = Margins(masks.count, votes, x.shape[0], predict)

@@ -18,7 +18,6 @@ for blocks), nothing per image.
 from __future__ import annotations
 
 import bisect
-import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -62,12 +61,6 @@ __all__ = [
 ]
 
 
-def _select(masks: KeepMasks, index: torch.Tensor | slice) -> KeepMasks:
-    """The masks of some of the ablations (``index`` into P), tiles included (multi-block)."""
-    tiles = None if masks.tiles is None else masks.tiles[:, index].contiguous()
-    return dataclasses.replace(masks, rows=masks.rows[:, index].contiguous(), cols=masks.cols[:, index].contiguous(),
-                               tiles=tiles)
-
 
 class TokenGroup:
     """Ablations of one kept-token count K: their indices in the smoother's order, their masks
@@ -82,7 +75,7 @@ class TokenGroup:
 
     def slice(self, first: int, end: int) -> TokenGroup:
         """Ablations first .. end - 1 of the group."""
-        return TokenGroup(self.members[first:end], _select(self.masks, slice(first, end)), self.tokens[first:end])
+        return TokenGroup(self.members[first:end], self.masks.select(slice(first, end)), self.tokens[first:end])
 
 
 class _TokenWork:
@@ -227,7 +220,7 @@ def _groups(smoother: _ViTTokens, H: int, W: int, device: torch.device) -> list[
             pairs = [(torch.arange(P), every.expand(P, -1).contiguous())]
         cache[key] = []
         for members, tokens in pairs:
-            group_masks = _select(masks, members.to(masks.rows.device))
+            group_masks = masks.select(members.to(masks.rows.device))
             cache[key].append(TokenGroup(members.to(device), group_masks, tokens.to(device)))
     return cache[key]
 
@@ -404,7 +397,7 @@ def token_training_noise(
         parts = []
         for members, tokens in group_by_count(sets):
             on = members.to(x.device)
-            group = _select(masks, members)
+            group = masks.select(members)
             tokens = tokens.to(x.device)
             parts.append((on, (pixels(x[on], group, tokens), tokens)))
         return Forwards(parts)

@@ -37,6 +37,13 @@ class KeepMasks:
         tiles = None if self.tiles is None else self.tiles.to(device)
         return dataclasses.replace(self, rows=self.rows.to(device), cols=self.cols.to(device), tiles=tiles)
 
+    def select(self, index: slice | torch.Tensor) -> KeepMasks:
+        """The masks of some of the ablations (``index``, a slice or indices into P), tiles
+        included (multi-block), contiguous: a slice of shared (M = 1) masks stays a view, no copy."""
+        tiles = None if self.tiles is None else self.tiles[:, index].contiguous()
+        return dataclasses.replace(self, rows=self.rows[:, index].contiguous(), cols=self.cols[:, index].contiguous(),
+                                   tiles=tiles)
+
     def per_image(self) -> KeepMasks:
         """Masks [1, B, ...] (B ablations shared by all images) -> [B, 1, ...]: ablation b for
         image b (training draws one ablation per image)."""
