@@ -46,7 +46,8 @@ _RADIUS_NORMS = {
     "gaussian": "l2", "Smooth": "l2",
 }
 # hyperparameters worth naming in a curve's label, in this order
-_NAMED = ("size", "keep", "threshold", "sigma", "n", "alpha")
+_NAMED = ("size", "stride", "keep", "threshold", "sigma", "n", "alpha")
+_UNNAMED_DEFAULTS = {"stride": 1}  # named only when not the default (every position)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +185,7 @@ def _default_label(path: Path, fingerprint: dict[str, Any]) -> str:
     if not method:
         return path.stem
     hyper = fingerprint.get("hyperparameters") or {}
-    named = [f"{k}={hyper[k]}" for k in _NAMED if hyper.get(k) is not None]
+    named = [f"{k}={hyper[k]}" for k in _NAMED if hyper.get(k) is not None and hyper[k] != _UNNAMED_DEFAULTS.get(k)]
     return f"{method} ({', '.join(named)})" if named else str(method)
 
 

@@ -253,3 +253,70 @@ def test_methods_build_strided_smoothers_and_record_the_stride():
         assert recorded == (list(expected) if isinstance(expected, tuple) else expected)
     default = methods.resolve(methods.get("column"), {"size": 2})
     assert default["stride"] == 1 and methods.get("column").build(model, 3, default, 16).stride == 1
+
+
+# -- smoothed ViTs: token dropping over the retained ablations -----------------------------------
+
+
+@pytest.mark.parametrize("kind,stride,drop", [("column", 3, True), ("column", 5, False), ("row", 6, True),
+                                               ("block", (3, 5), True)])
+def test_vit_strided_counts_equal_loop_and_early_exit(kind, stride, drop):
+    import fastsmooth
+    from test_vit import loop_counts as vit_loop_counts
+    from test_vit import small_vit
+
+    H = W = 16
+    model = small_vit(drop_tokens=drop)
+    x = torch.rand(2, 3, H, W, generator=torch.Generator().manual_seed(4))
+    cls = {"column": fastsmooth.ViTColumnSmoothing, "row": fastsmooth.ViTRowSmoothing,
+           "block": fastsmooth.ViTBlockSmoothing}[kind]
+    smoother = cls(model, 10, 3, batch_size=5, stride=stride)
+    masks = cached_masks("block" if kind == "block" else "band", H, W, 3, 0, kind if kind != "block" else "column",
+                         torch.device("cpu"), stride)
+    P = masks.count
+    assert sum(g.count for g in smoother.groups(H, W, torch.device("cpu"))) == P  # retained ablations only
+    counts = smoother.counts(x)
+    assert torch.equal(counts, vit_loop_counts(model, x, masks, drop))
+    full = smoother.evaluate_batch(x)
+    decided = smoother.decide_batch(x, [1, 2])
+    assert torch.equal(decided.prediction, full.prediction) and int(decided.forwards.max()) <= P
+    assert torch.equal(decided.certified, full.certificate[:, None] >= torch.tensor([1.0, 2.0], dtype=torch.float64))
+
+
+def test_ops_write_only_the_retained_ablations():
+    x = torch.rand(2, 1, 7, 10, generator=torch.Generator().manual_seed(0))
+    every = ops.ablate_bands(x, 3).view(2, 10, 2, 7, 10)
+    strided = ops.ablate_bands(x, 3, stride=4).view(2, 3, 2, 7, 10)
+    assert torch.equal(strided, every[:, [0, 4, 8]])
+    blocks = ops.ablate_blocks(x, 2).view(2, 7, 10, 2, 7, 10)
+    assert torch.equal(ops.ablate_blocks(x, 2, stride=(3, 4)).view(2, 3, 3, 2, 7, 10), blocks[:, ::3, ::4])
+    with pytest.raises(ValueError, match=r"stride must be in \[1, 10\], got 11"):
+        ops.ablate_bands(x, 3, stride=11)
+    with pytest.raises(ValueError, match=r"pass positions or stride, not both"):
+        ops.ablate_bands(x, 3, [0, 1], stride=2)
+
+
+def test_evaluate_records_the_stride_and_shards_merge_to_the_whole_run(tmp_path):
+    import fastsmooth
+    from fastsmooth.merge import merge_parts
+    from fastsmooth.results import ResultsError, read_results
+
+    model = tiny_net(1, 3, seed=1, scale=3.0, bias=0.5)
+    images = torch.rand(9, 1, 8, 10, generator=torch.Generator().manual_seed(2))
+    data = torch.utils.data.TensorDataset(images, torch.arange(9) % 3)
+    strided = ColumnSmoothing(model, 3, 3, threshold=0.3, stride=4)
+    whole = fastsmooth.evaluate(strided, data, [1, 2], output=tmp_path / "whole.tsv", progress=False, batch_images=4)
+    assert read_results(tmp_path / "whole.tsv").fingerprint["hyperparameters"]["stride"] == 4
+    parts = []
+    for k in (1, 2):
+        path = tmp_path / f"part{k}.tsv"
+        fastsmooth.evaluate(strided, data, [1, 2], output=path, progress=False, shard=f"{k}/2")
+        parts.append(path)
+    merged = merge_parts(parts)
+    rows = read_results(tmp_path / "whole.tsv").rows
+    assert [(r.index, r.prediction, r.certificate) for r in merged.rows] == \
+        [(r.index, r.prediction, r.certificate) for r in rows]
+    # another stride is another run: resuming the file is refused, naming the stride
+    with pytest.raises(ResultsError, match=r"stride"):
+        fastsmooth.evaluate(ColumnSmoothing(model, 3, 3, threshold=0.3, stride=2), data, [1, 2],
+                            output=tmp_path / "whole.tsv", progress=False)
