@@ -5,6 +5,7 @@ smoothers, and the errors."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -320,3 +321,56 @@ def test_evaluate_records_the_stride_and_shards_merge_to_the_whole_run(tmp_path)
     with pytest.raises(ResultsError, match=r"stride"):
         fastsmooth.evaluate(ColumnSmoothing(model, 3, 3, threshold=0.3, stride=2), data, [1, 2],
                             output=tmp_path / "whole.tsv", progress=False)
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def test_cli_certifies_with_a_stride_and_refuses_it_where_it_has_no_meaning(tmp_path, capsys):
+    from fastsmooth.cli import main
+    from fastsmooth.results import read_results
+
+    g = torch.Generator().manual_seed(0)
+    data = tmp_path / "tiny.pt"
+    torch.save({"x": torch.randint(0, 256, (12, 1, 28, 28), generator=g).float() / 255, "y": torch.arange(12) % 10},
+               data)
+    ckpt = tmp_path / "column.pt"
+    train = ["train", "--data", str(data), "--output", str(ckpt), "--epochs", "1", "--batch-size", "16", "--no-progress",
+             "--method", "column", "--size", "4"]
+    assert main(train) == 0
+    out = tmp_path / "strided.tsv"
+    common = ["certify", "--no-progress", "--checkpoint", str(ckpt), "--data", str(data)]
+    assert main([*common, "--output", str(out), "--stride", "5"]) == 0
+    results = read_results(out)
+    assert results.fingerprint["hyperparameters"]["stride"] == 5
+    # the rows of the library's strided smoother built by hand from the checkpoint
+    model = loaded(ckpt)
+    smoother = ColumnSmoothing(model, 10, 4, threshold=0.3, stride=5)
+    x = torch.load(data)["x"]
+    expected = smoother.evaluate_batch(x)
+    assert [r.prediction for r in results.rows] == expected.prediction.tolist()
+    assert [r.certificate for r in results.rows] == expected.certificate.tolist()
+    capsys.readouterr()
+    errors = {
+        ("--stride", "0"): r"stride=0 cannot be used on 28 x 28 images \(column bands\): it must be in \[1, 28\]",
+        ("--stride", "29"): r"stride=29 cannot be used on 28 x 28 images \(column bands\)",
+        ("--stride", "2", "3"): r"stride=\[2, 3\]: column bands take one stride",
+        ("--method", "multi-band", "--keep", "2", "--override", "--stride", "2"):
+            r"stride=2 has no meaning for method 'multi-band'",
+    }
+    for flags, message in errors.items():
+        assert main([*common, "--output", str(tmp_path / "e.tsv"), *flags]) == 2
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if "error:" in line]  # (--override also warns, above it)
+        assert len(lines) == 1 and re.search(message, lines[0]), err
+    assert main([*train[:4], str(tmp_path / "other.pt"), *train[5:], "--stride", "2"]) == 2
+    assert "--stride 2 applies to certification only" in capsys.readouterr().err
+
+
+def loaded(path):
+    from fastsmooth import models
+
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    model = models.build(obj["arch"], in_channels=obj["in_channels"], num_classes=obj["num_classes"])
+    models.load_checkpoint(model, path)
+    return model.eval()

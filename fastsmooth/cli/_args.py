@@ -62,6 +62,9 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.
 #: hyperparameter name -> (flags, argparse keywords); names as in fastsmooth.methods
 HYPER_FLAGS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "size": (("--size", "-s"), {"type": int, "help": "s: band width / block side (patch methods)"}),
+    "stride": (("--stride",), {"type": int, "nargs": "+", "metavar": "S",
+               "help": "column / row / block: certify with the bands (blocks) at 0, S, 2S, .. only (Salman et al.; "
+                       "blocks: S or S_ROWS S_COLS; default 1, every position)"}),
     "threshold": (("--threshold", "--theta"), {"type": threshold,
                   "help": "theta: vote for every class with softmax >= theta, or 'top1' (default 0.3)"}),
     "keep": (("--keep", "--kappa", "-k"), {"type": int,
@@ -112,6 +115,8 @@ def given_hyper(args: argparse.Namespace, method: _methods.Method | None = None)
     """The hyperparameter flags given; ``--seed`` counts only for methods whose model it
     defines (DSSN's offset vector); for the others it seeds the sampling (:func:`sampling_seed`)."""
     given = {name: getattr(args, name) for name in HYPER_FLAGS if getattr(args, name) is not None}
+    if isinstance(given.get("stride"), list) and len(given["stride"]) == 1:
+        given["stride"] = given["stride"][0]  # --stride S: one stride (bands; both axes of blocks)
     if method is not None and "seed" not in method.defaults:
         given.pop("seed", None)
     return given
