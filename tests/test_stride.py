@@ -338,6 +338,8 @@ def test_cli_certifies_with_a_stride_and_refuses_it_where_it_has_no_meaning(tmp_
     train = ["train", "--data", str(data), "--output", str(ckpt), "--epochs", "1", "--batch-size", "16", "--no-progress",
              "--method", "column", "--size", "4"]
     assert main(train) == 0
+    # the checkpoint records the stride of its hyperparameters (1: training uses every position), not fixing it
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["hyperparameters"]["stride"] == 1
     out = tmp_path / "strided.tsv"
     common = ["certify", "--no-progress", "--checkpoint", str(ckpt), "--data", str(data)]
     assert main([*common, "--output", str(out), "--stride", "5"]) == 0
