@@ -376,3 +376,15 @@ def loaded(path):
     model = models.build(obj["arch"], in_channels=obj["in_channels"], num_classes=obj["num_classes"])
     models.load_checkpoint(model, path)
     return model.eval()
+
+
+def test_changing_the_stride_between_calls_changes_the_ablations():
+    """Strides 8 and 9 keep as many bands of 28 columns (4): the early exit's cached order must
+    follow the stride. Bright columns 9, 18 and 27 are seen at stride 9 only (bands of 1)."""
+    model = Trigger(1, 2, default=0, target=1)
+    x = torch.full((1, 1, 5, 28), 0.5)
+    x[0, 0, 2, [9, 18, 27]] = 1.0
+    smoother = ColumnSmoothing(model, 2, 1, stride=8)
+    assert smoother.predict(x).tolist() == [0]
+    smoother.stride = 9
+    assert smoother.predict(x).tolist() == [1] and smoother.counts(x).tolist() == [[1, 3]]

@@ -228,7 +228,7 @@ class PatchSmoother(_AblationSmoother, abc.ABC):
         """Exact early exit at margins ``votes`` (2 Delta per level), ablations in spread order."""
         H, W = self._shape(x)
         masks = self.masks(H, W, x.device)
-        key = (H, W, x.device, masks.count)
+        key = (H, W, x.device, masks.count, getattr(self, "stride", 1))  # the stride: another set of ablations
         if getattr(self, "_spread_key", None) != key:  # the spread-order copy, once per shape
             order = spread(masks.count).to(masks.rows.device)
             self._spread = masks.select(order)
