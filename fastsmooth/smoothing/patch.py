@@ -69,6 +69,7 @@ class _AblationSmoother(BaseSmoother):
     """Shared engine: votes of the base model over a set of ablations of each image."""
 
     certificate_name = "patch_size"
+    doubles_channels = True
 
     def __init__(
         self,
