@@ -214,13 +214,14 @@ def _executor(args: argparse.Namespace) -> Any:
         raise CliError(f"--device {args.device} applies to a run in this process; with --ray every worker uses its own "
                        "GPU (--gpus-per-worker, default 1 on a cluster with GPUs) or the CPU (--gpus-per-worker 0)")
     from fastsmooth.executors import RayExecutor, RayNotInstalled
-    from fastsmooth.executors.ray_pool import import_ray
+    from fastsmooth.executors.ray_pool import check_client, import_ray
 
+    address = None if args.ray == LOCAL_RAY else args.ray
     try:
         import_ray()
+        check_client(address)
     except RayNotInstalled as err:
         raise CliError(f"--ray: {err}") from None
-    address = None if args.ray == LOCAL_RAY else args.ray
     try:
         return RayExecutor(address=address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                            cpus_per_worker=args.cpus_per_worker)
