@@ -277,7 +277,11 @@ def evaluate(
     content hash). With ``resume`` an existing file is continued when its fingerprint equals
     this run's (its finished indices are skipped) and refused, naming every difference,
     when not; ``resume=False`` starts it anew. A resumed file must hold only images this
-    run selects, each once.
+    run selects, each once, in increasing order, every row valid (``check_rows``). The run
+    holds the file's lock (:class:`fastsmooth.outfiles.OutputLock`) throughout: a second
+    writer fails at once. For data that cannot be indexed, each row also records a digest of
+    its image and label (column ``data_digest``), checked when a resume passes the image again.
+    A shard that selects no image writes its header and returns a summary of count 0.
 
     seed: for a randomized smoother (``smoother.randomized``), image i is certified with a
     generator seeded from (seed, i) alone: the same seed gives the same rows whatever

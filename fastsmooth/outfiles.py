@@ -11,7 +11,6 @@ special file, and no ``*.partial`` file left behind when a write fails.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import fcntl
 import os
 from pathlib import Path
@@ -79,9 +78,8 @@ class OutputLock:
                 holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
                 raise OutputLockedError(
-                    errno.EWOULDBLOCK,
                     f"{self.path} is being written by another run (pid {holder}, lock file {self.lock_path}); "
-                    "wait for it to finish, or give another output file",
+                    "wait for it to finish, or give another output file"
                 ) from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
