@@ -63,7 +63,8 @@ def test_checkpoint_with_nan_weights_is_refused(checkpoint, tmp_path, capsys):
     out = tmp_path / "r.tsv"
     assert main(["certify", "--checkpoint", str(broken), "--data", str(data), "--no-progress", "--max", "4",
                  "--output", str(out)]) == 2
-    assert f"{name} holds" in _error_line(capsys) and "NaN / Inf" in capsys.readouterr().err + "NaN / Inf"
+    line = _error_line(capsys)
+    assert f"--checkpoint {broken}: {name} holds" in line and "NaN / Inf values" in line
     assert not out.exists() or read_results(out).rows == []
 
 
