@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from fastsmooth._validation import check_example, check_int, check_real
+from fastsmooth.engine.compiled import Compile, check_compile, compile_records, compile_seconds
 from fastsmooth.results import (
     Results,
     ResultsError,
@@ -70,6 +71,7 @@ class EvaluationSummary:
     rows: tuple[Row, ...]
     fingerprint: dict[str, Any] = dataclasses.field(default_factory=dict)
     forwards_per_image: float | None = None  # level mode: mean base-model evaluations per image
+    compile_seconds: float | None = None  # compiled forwards: seconds their compilation took in this process
 
 
 def _map_style(data: Any) -> bool:
@@ -241,6 +243,7 @@ def evaluate(
     executor: Executor | None = None,
     shard: Shard | str | tuple[int, int] | None = None,
     decide: bool = False,
+    compile: Compile | None = None,
 ) -> EvaluationSummary:
     """Certify every image of ``data`` with ``smoother`` and summarize.
 
@@ -277,8 +280,26 @@ def evaluate(
     each level and the prediction with as few forwards as they need; ``levels`` is required,
     and the summary reports the decided answers and the forwards used per image.
 
+    compile: None keeps the smoother's own ``compile``; False, True or a torch.compile mode
+    sets it for this run (``fastsmooth.engine.compiled``; recorded in the fingerprint when on;
+    the smoother's setting is restored afterwards). The summary's ``compile_seconds`` is the
+    time compiling took in this process (Ray workers compile their own graphs, not counted).
+
     Returns the summary over exactly the selected images (resumed rows included).
     """
+    if compile is not None:
+        compile = check_compile(compile)
+        if not hasattr(smoother, "compile"):
+            raise TypeError(f"compile={compile!r} needs a smoother with a compile option (the fastsmooth smoothers), "
+                            f"got {type(smoother).__name__}")
+        saved = smoother.compile
+        smoother.compile = compile
+        try:
+            return evaluate(smoother, data, levels, output, resume, skip, max, device, batch_images, progress,
+                            seed=seed, fingerprint=fingerprint, executor=executor, shard=shard, decide=decide)
+        finally:
+            smoother.compile = saved
+    compiles_before = len(compile_records())
     if not hasattr(smoother, "evaluate_batch") or not hasattr(smoother, "certificate_name"):
         raise TypeError(f"smoother must define evaluate_batch and certificate_name, got {type(smoother).__name__}")
     skip = check_int(skip, "skip", 1)
@@ -356,7 +377,10 @@ def evaluate(
             handle.close()
     if not rows:
         raise ValueError(f"the selection (skip={skip}, max={max}) holds no images of the data")
-    return _summary(rows, levels, run)
+    summary = _summary(rows, levels, run)
+    if getattr(smoother, "compile", False):
+        summary = dataclasses.replace(summary, compile_seconds=compile_seconds(compiles_before))
+    return summary
 
 
 def _batches(

@@ -29,6 +29,7 @@ from fastsmooth._validation import check_image_batch, check_int, check_real, che
 from fastsmooth.ops.gaussian import draw_seed, gaussian_noise
 from fastsmooth.engine import Decider, Everything, Run, Segment, TwoStage
 from fastsmooth.engine.works import top1_votes
+from fastsmooth.engine.compiled import Compile
 from fastsmooth.smoothing.base import BaseSmoother, Certified, Decided, MemoryFormat
 from fastsmooth.smoothing.sequential import decide_sequentially, predict_fixed, predict_sequentially
 from fastsmooth.stats import clopper_pearson_lower
@@ -82,9 +83,11 @@ class Smooth(BaseSmoother):
         n0: int = 100,
         n: int = 100_000,
         alpha: float = 0.001,
+        compile: Compile = False,
     ) -> None:
         super().__init__(
-            base_classifier, num_classes, batch_size=batch_size, backend=backend, autocast=autocast, memory_format=memory_format
+            base_classifier, num_classes, batch_size=batch_size, backend=backend, autocast=autocast, memory_format=memory_format,
+            compile=compile,
         )
         self.base_classifier = base_classifier  # the authors' attribute name
         self.sigma = check_real(sigma, "sigma", 0, low_open=True)

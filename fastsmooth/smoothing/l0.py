@@ -18,6 +18,7 @@ from fastsmooth.ops.pixel_ablation import ablate_pixels
 from fastsmooth.engine import Everything, Sequential, TwoStage
 from fastsmooth.engine.works import SeededWork
 from fastsmooth.ops._philox import seed_from
+from fastsmooth.engine.compiled import Compile
 from fastsmooth.smoothing.base import BaseSmoother, Certified, Decided, MemoryFormat
 from fastsmooth.smoothing.sequential import decide_sequentially, predict_fixed, predict_sequentially
 from fastsmooth.stats import clopper_pearson_lower
@@ -62,9 +63,11 @@ class RandomizedAblation(BaseSmoother):
         autocast: torch.dtype | None = None,
         memory_format: MemoryFormat = "auto",
         generator: torch.Generator | None = None,
+        compile: Compile = False,
     ) -> None:
         super().__init__(
-            model, num_classes, batch_size=batch_size, backend=backend, autocast=autocast, memory_format=memory_format
+            model, num_classes, batch_size=batch_size, backend=backend, autocast=autocast, memory_format=memory_format,
+            compile=compile,
         )
         self.keep = check_int(keep, "keep", 0)
         self.mean, self.std = mean, std
