@@ -2,8 +2,9 @@
 
     python benchmarks/sequential_audit.py [--n-max 10000] [--alpha 0.001] [--simulate 20000]
 
-Over a grid of smoothing scales sigma, radii r (threshold p* = Phi(r / sigma); r = 0 is the
-abstention level p* = 1/2) and true probabilities p_A, computes for one level of
+Over a grid of (smoothing scale sigma, radius r) with distinct thresholds p* = Phi(r / sigma)
+(r = 0 is the abstention level p* = 1/2; 0.69, 0.84, 0.93, 0.98, 0.9987 the others) and true
+probabilities p_A, computes for one level of
 ``fastsmooth.engine.Sequential`` under the union-bound rule (before) and the hybrid rule (now),
 exactly (``fastsmooth.engine.audit.exact``, dynamic programming over the looks: no sampling
 noise), the expected forwards (n0 = 100 selection samples included) and the probability of
@@ -25,8 +26,7 @@ from scipy.stats import norm
 from fastsmooth.engine.audit import exact, one_level, simulate
 
 N0 = 100
-SIGMAS = (0.25, 0.5)
-RADII = (0.0, 0.25, 0.5, 0.75)
+LEVELS = ((0.25, 0.0), (0.5, 0.25), (0.25, 0.25), (0.5, 0.75), (0.25, 0.5), (0.25, 0.75))  # (sigma, r)
 P_A = (0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 
 
@@ -41,21 +41,20 @@ def main() -> None:
     print(f"n_max {args.n_max}, alpha {args.alpha}; forwards per image (n0 = {N0} included), P(certified)")
     print(f"{'sigma':>5} {'r':>5} {'p*':>7} {'p_A':>6} | {'union':>8} {'hybrid':>8} {'ratio':>6} | "
           f"{'P union':>8} {'P hybrid':>8}")
-    for sigma in SIGMAS:
-        for r in RADII:
-            p_star = float(norm.cdf(r / sigma))
-            union = one_level(args.n_max, args.alpha, p_star, rule="union")
-            hybrid = one_level(args.n_max, args.alpha, p_star, rule="hybrid")
-            for p in P_A:
-                before, after = exact(union, p), exact(hybrid, p)
-                f_before, f_after = N0 + before.samples, N0 + after.samples
-                ratios.append(f_before / f_after)
-                sample_ratios.append(before.samples / after.samples)
-                totals += (f_before, f_after)
-                if p > p_star:
-                    power_loss = max(power_loss, before.certified - after.certified)
-                print(f"{sigma:5.2f} {r:5.2f} {p_star:7.4f} {p:6.3f} | {f_before:8.0f} {f_after:8.0f} "
-                      f"{f_before / f_after:6.2f} | {before.certified:8.4f} {after.certified:8.4f}")
+    for sigma, r in LEVELS:
+        p_star = float(norm.cdf(r / sigma))
+        union = one_level(args.n_max, args.alpha, p_star, rule="union")
+        hybrid = one_level(args.n_max, args.alpha, p_star, rule="hybrid")
+        for p in P_A:
+            before, after = exact(union, p), exact(hybrid, p)
+            f_before, f_after = N0 + before.samples, N0 + after.samples
+            ratios.append(f_before / f_after)
+            sample_ratios.append(before.samples / after.samples)
+            totals += (f_before, f_after)
+            if p > p_star:
+                power_loss = max(power_loss, before.certified - after.certified)
+            print(f"{sigma:5.2f} {r:5.2f} {p_star:7.4f} {p:6.3f} | {f_before:8.0f} {f_after:8.0f} "
+                  f"{f_before / f_after:6.2f} | {before.certified:8.4f} {after.certified:8.4f}")
     ratios_a = np.array(ratios)
     print(f"forwards union / hybrid over {len(ratios)} cells: median {np.median(ratios_a):.3f}, "
           f"min {ratios_a.min():.3f}, max {ratios_a.max():.3f}, total {totals[0] / totals[1]:.3f} "
