@@ -161,3 +161,18 @@ def test_cuda_graphs_count_as_eager():
     assert torch.equal(first, second)
     differ = (first != eager.counts(x)).any(dim=1).cpu()
     assert not (differ & ~near_ties(model, x, 2)).any()
+
+
+def test_cli_compile_flag_takes_no_value_or_a_mode():
+    import argparse
+
+    from fastsmooth.cli import certify as certify_command
+
+    parser = argparse.ArgumentParser()
+    certify_command.add_parser(parser.add_subparsers())
+    base = ["certify", "-c", "m.pt", "--data", "demo"]
+    assert parser.parse_args(base).compile is False
+    assert parser.parse_args(base + ["--compile"]).compile is True
+    assert parser.parse_args(base + ["--compile", "max-autotune"]).compile == "max-autotune"
+    with pytest.raises(SystemExit):
+        parser.parse_args(base + ["--compile", "fast"])
