@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from fastsmooth._validation import check_real
 from fastsmooth.evaluate import CERTIFIED_AT, DECIDE_KEY
 from fastsmooth.results import BASE_COLUMNS, MAGIC, Row, read_results
 
@@ -348,7 +349,7 @@ def report(
     certificate_name = runs[0].certificate_name
     if levels is None:
         levels = _nice_levels(runs)
-    levels = tuple(float(t) for t in levels)
+    levels = tuple(check_real(t, "levels entry") for t in levels)  # (NaN / Inf: refused, naming the value)
     if certificate_name == "patch_size" and any(t < 1 or t != int(t) for t in levels):
         raise ValueError(f"levels of patch-size runs must be integers >= 1, got {list(levels)}")
     table = [

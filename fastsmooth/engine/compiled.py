@@ -22,7 +22,7 @@ mode is row-wise, so padding never changes a real row's logits beyond float roun
 Semantics: the compiled network is the base classifier. Its logits may differ from eager's in
 the last bits (fused kernels round in another order, as another batch size or layout does), so
 votes, counts and certificates can differ only where the top logits nearly tie
-(docs/compiled.md, docs/semantics.md §11).
+(docs/compiled.md, docs/semantics.md §12).
 """
 from __future__ import annotations
 

@@ -70,6 +70,7 @@ class _AblationSmoother(BaseSmoother):
     """Shared engine: votes of the base model over a set of ablations of each image."""
 
     certificate_name = "patch_size"
+    doubles_channels = True
 
     def __init__(
         self,
@@ -136,13 +137,13 @@ class _AblationSmoother(BaseSmoother):
         megabytes at a time by the engine's tally, for the same reason.
         """
         B = x.shape[0]
-        if B == 0:  # an empty batch (the input contract allows it): no work, no forward
-            return torch.zeros(0, self.num_classes, dtype=torch.int64, device=x.device)
         work = _AblationWork(self, x, masks_for)
         decider = Everything(total) if decider is None else decider
         slots = [(b, b) for b in range(B)]
-        batch = self.forward_batch(work, 0, decider.rows_hint(B))
-        ablated_bytes = 2 * x[0].numel() * x.element_size()
+        # An empty batch runs no forward (nothing to time a batch size on), but still goes through
+        # the engine, so that counts, units and the decider's answers are empty alike.
+        batch = self.forward_batch(work, 0, decider.rows_hint(B)) if B else 1
+        ablated_bytes = 2 * math.prod(x.shape[1:]) * x.element_size()  # (x[0] fails on an empty batch)
         forwards_per_write = max(1, _WRITE_BYTES // (batch * ablated_bytes))
         return self.run_work(work, decider, slots, x.device, forwards_per_write, batch).counts
 
@@ -498,8 +499,6 @@ class RandomizedBandSmoothing(_AblationSmoother):
         length = self._length(x)
         H, W = x.shape[2], x.shape[3]
         every = cached_masks("band", H, W, self.size, 0, self.axis, x.device)
-        if x.shape[0] == 0:  # an empty batch: empty counts
-            return torch.zeros(0, self.num_classes, dtype=torch.int64, device=x.device)
         positions = torch.randint(length, (x.shape[0], n), generator=generator).to(x.device)
 
         def masks_for(lo: int, hi: int, first: int, end: int) -> KeepMasks:
