@@ -355,8 +355,11 @@ def evaluate(
             # one writer per results file, for the whole run (resumed or not): taken first, so
             # a second run fails at once instead of after hashing the data
             stack.enter_context(OutputLock(target(output).path))
-        return _evaluate(smoother, data, levels, output, resume, skip, max, device, batch_images, progress, seed,
-                         fingerprint, executor, shard, decide, length, num_classes)
+        summary = _evaluate(smoother, data, levels, output, resume, skip, max, device, batch_images, progress, seed,
+                            fingerprint, executor, shard, decide, length, num_classes)
+    if getattr(smoother, "compile", False):
+        summary = dataclasses.replace(summary, compile_seconds=compile_seconds(compiles_before))
+    return summary
 
 
 def _evaluate(
@@ -436,10 +439,7 @@ def _evaluate(
                 raise write_error(output, err) from err
     if not rows and not (shard is not None and total == 0):  # an empty shard is a finished (empty) part
         raise ValueError(f"the selection (skip={skip}, max={max}) holds no images of the data")
-    summary = _summary(rows, levels, run)
-    if getattr(smoother, "compile", False):
-        summary = dataclasses.replace(summary, compile_seconds=compile_seconds(compiles_before))
-    return summary
+    return _summary(rows, levels, run)
 
 
 def _batches(

@@ -176,3 +176,15 @@ def test_cli_compile_flag_takes_no_value_or_a_mode():
     assert parser.parse_args(base + ["--compile", "max-autotune"]).compile == "max-autotune"
     with pytest.raises(SystemExit):
         parser.parse_args(base + ["--compile", "fast"])
+
+
+@pytest.mark.compile
+def test_evaluate_with_compile_reports_compile_time_and_records_it(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 6 * 6, 3))
+    smoother = fastsmooth.ColumnSmoothing(model, 3, 2, batch_size=8)
+    data = [(torch.rand(1, 6, 6), 0) for _ in range(3)]
+    eager = fastsmooth.evaluate(smoother, data, [1], progress=False)
+    fast = fastsmooth.evaluate(smoother, data, [1], output=tmp_path / "r.tsv", progress=False, compile=True)
+    assert fast.compile_seconds is not None and fast.compile_seconds > 0 and smoother.compile is False
+    assert '"compile":true' in (tmp_path / "r.tsv").read_text().splitlines()[0]
+    assert [(r.prediction, r.certificate) for r in fast.rows] == [(r.prediction, r.certificate) for r in eager.rows]
