@@ -7,8 +7,10 @@ with the network trained with that sigma's noise (the fixture of benchmarks/test
 cached) and keeps the class of every sample. Every candidate decision rule then reads the same
 streams, so the comparison has no sampling noise between rules:
 
-- ``fastsmooth.engine.Sequential`` itself (fed prefix counts, as the engine does) with
-  schedules of looks (first look, growth) and shares of alpha at n_max;
+- ``fastsmooth.engine.Sequential`` itself (fed prefix counts, as the engine does): the
+  union-bound rule with schedules of looks (first look, growth) and shares of alpha at n_max,
+  and the hybrid rule (the default since; docs/sequential-rule.md), each for the radius alone
+  and with the abstention level 0 that ``decide_batch`` adds (``predict=True``);
 - a beta-binomial mixture confidence sequence (Robbins 1970; Howard et al. 2021), looked at
   every 50 samples: {p : B(a + k, b + m - k) / (B(a, b) p^k (1 - p)^(m - k)) < 1 / alpha};
 
@@ -107,10 +109,16 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--radii", type=float, nargs="+", default=[0.25, 0.5, 0.75])
+    parser.add_argument("--no-beta-binomial", action="store_true", help="skip the (slow) beta-binomial mixture")
     args = parser.parse_args()
-    rules = {"union bound, 100 x 2, alpha / K": dict(first=100, growth=2.0, final_share=None),
-             "union bound, 64 x 1.5, alpha / K": dict(first=64, growth=1.5, final_share=None),
-             "union bound, 64 x 1.5, alpha / 2 at n (default)": dict(first=64, growth=1.5, final_share=0.5)}
+    union = dict(rule="union", abstain=False)
+    rules = {"union bound, 100 x 2, alpha / K": dict(first=100, growth=2.0, final_share=None, **union),
+             "union bound, 64 x 1.5, alpha / K": dict(first=64, growth=1.5, final_share=None, **union),
+             "union bound, 64 x 1.5, alpha / 2 at n": dict(first=64, growth=1.5, final_share=0.5, **union),
+             "union bound, 64 x 1.5, alpha / 2 at n, + level 0": dict(first=64, growth=1.5, final_share=0.5,
+                                                                     rule="union", abstain=True),
+             "hybrid (default)": dict(first=64, growth=1.5, final_share=0.5, rule="hybrid", abstain=False),
+             "hybrid (default), + level 0": dict(first=64, growth=1.5, final_share=0.5, rule="hybrid", abstain=True)}
     for sigma in args.sigma:
         classes, labels = streams(sigma, args.images, args.n)
         for r in args.radii:
@@ -128,12 +136,16 @@ def main() -> None:
                 share = rule["final_share"]
                 if share is None:  # alpha / K at each of the K looks
                     share = 1 / len(schedule(args.n, rule["first"], rule["growth"]))
-                answers = [run_decider(Sequential(N0, args.n, ALPHA, [r], radius, 1, first=rule["first"],
-                                                  growth=rule["growth"], final_share=share), s) for s in classes]
+                levels = [r, 0.0] if rule["abstain"] else [r]  # level 0: decide_batch's abstention
+                answers = [run_decider(Sequential(N0, args.n, ALPHA, levels, radius, 1, first=rule["first"],
+                                                  growth=rule["growth"], final_share=share, rule=rule["rule"]), s)
+                           for s in classes]
                 forwards = np.mean([a[2] for a in answers])
-                accuracy = np.mean([a[0] == y and a[1][0] for a, y in zip(answers, labels)])
+                accuracy = np.mean([a[0] == y and all(a[1]) for a, y in zip(answers, labels)])
                 print(f"  {name:48s} {forwards:8.1f} forwards ({(N0 + args.n) / forwards:5.1f}x fewer), "
                       f"certified accuracy {accuracy:.3f}")
+            if args.no_beta_binomial:
+                continue
             mixed = [run_mixture(s, p_star, args.n) for s in classes]
             forwards = np.mean([f for _, f in mixed])
             accuracy = np.mean([ok and c == y for (ok, _), c, y in zip(mixed, c_a, labels)])

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from fastsmooth._validation import check_example, check_int, check_real
+from fastsmooth.engine.compiled import Compile, check_compile, compile_records, compile_seconds
 from fastsmooth.results import (
     Results,
     ResultsError,
@@ -72,6 +73,7 @@ class EvaluationSummary:
     rows: tuple[Row, ...]
     fingerprint: dict[str, Any] = dataclasses.field(default_factory=dict)
     forwards_per_image: float | None = None  # level mode: mean base-model evaluations per image
+    compile_seconds: float | None = None  # compiled forwards: seconds their compilation took in this process
 
 
 def _map_style(data: Any) -> bool:
@@ -261,6 +263,7 @@ def evaluate(
     executor: Executor | None = None,
     shard: Shard | str | tuple[int, int] | None = None,
     decide: bool = False,
+    compile: Compile | None = None,
 ) -> EvaluationSummary:
     """Certify every image of ``data`` with ``smoother`` and summarize.
 
@@ -301,8 +304,26 @@ def evaluate(
     each level and the prediction with as few forwards as they need; ``levels`` is required,
     and the summary reports the decided answers and the forwards used per image.
 
+    compile: None keeps the smoother's own ``compile``; False, True or a torch.compile mode
+    sets it for this run (``fastsmooth.engine.compiled``; recorded in the fingerprint when on;
+    the smoother's setting is restored afterwards). The summary's ``compile_seconds`` is the
+    time compiling took in this process (Ray workers compile their own graphs, not counted).
+
     Returns the summary over exactly the selected images (resumed rows included).
     """
+    if compile is not None:
+        compile = check_compile(compile)
+        if not hasattr(smoother, "compile"):
+            raise TypeError(f"compile={compile!r} needs a smoother with a compile option (the fastsmooth smoothers), "
+                            f"got {type(smoother).__name__}")
+        saved = smoother.compile
+        smoother.compile = compile
+        try:
+            return evaluate(smoother, data, levels, output, resume, skip, max, device, batch_images, progress,
+                            seed=seed, fingerprint=fingerprint, executor=executor, shard=shard, decide=decide)
+        finally:
+            smoother.compile = saved
+    compiles_before = len(compile_records())
     if not hasattr(smoother, "evaluate_batch") or not hasattr(smoother, "certificate_name"):
         raise TypeError(f"smoother must define evaluate_batch and certificate_name, got {type(smoother).__name__}")
     skip = check_int(skip, "skip", 1)
@@ -334,8 +355,11 @@ def evaluate(
             # one writer per results file, for the whole run (resumed or not): taken first, so
             # a second run fails at once instead of after hashing the data
             stack.enter_context(OutputLock(target(output).path))
-        return _evaluate(smoother, data, levels, output, resume, skip, max, device, batch_images, progress, seed,
-                         fingerprint, executor, shard, decide, length, num_classes)
+        summary = _evaluate(smoother, data, levels, output, resume, skip, max, device, batch_images, progress, seed,
+                            fingerprint, executor, shard, decide, length, num_classes)
+    if getattr(smoother, "compile", False):
+        summary = dataclasses.replace(summary, compile_seconds=compile_seconds(compiles_before))
+    return summary
 
 
 def _evaluate(

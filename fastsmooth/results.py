@@ -358,7 +358,7 @@ def _plain(value: Any) -> Any:
 def smoother_fingerprint(smoother: Any) -> dict[str, Any]:
     """The smoother's class and every plain public attribute (its hyperparameters: size,
     threshold, sigma, n0, n, alpha, batch_size, backend, autocast, memory_format, ...), plus
-    the content hash of its base model."""
+    ``compile`` when compiled forwards are on, and the content hash of its base model."""
     attributes = {}
     for name, value in sorted(vars(smoother).items()):
         if name.startswith("_"):
@@ -366,6 +366,8 @@ def smoother_fingerprint(smoother: Any) -> dict[str, Any]:
         plain = _plain(value)
         if plain is not None or value is None:
             attributes[name] = plain
+    if getattr(smoother, "compile", False):  # only when on: eager runs keep their fingerprints
+        attributes["compile"] = smoother.compile
     model = getattr(smoother, "model", None)
     return {
         "smoother": type(smoother).__name__,

@@ -172,3 +172,63 @@ def test_schedule():
     assert schedule(50, 100, 2.0) == [50]
     with pytest.raises(ValueError, match="growth"):
         schedule(100, 10, 1.0)
+
+
+def test_kt_mixture_equals_its_integral():
+    """The closed form (incomplete beta functions) against numerical integration of the
+    truncated Beta(1/2, 1/2) mixture of likelihood ratios, both sides."""
+    import numpy as np
+    from scipy.integrate import quad
+    from scipy.stats import beta
+
+    from fastsmooth.engine.deciders import kt_log_mixture
+
+    for k, m, p0 in [(0, 1, 0.5), (9, 10, 0.5), (40, 50, 0.7), (95, 100, 0.9), (3, 60, 0.2), (200, 200, 0.99)]:
+        for above in (True, False):
+            lo, hi = (p0, 1.0) if above else (0.0, p0)
+            ratio = lambda q: (q / p0) ** k * ((1 - q) / (1 - p0)) ** (m - k) * beta.pdf(q, 0.5, 0.5)
+            want = quad(ratio, lo, hi, limit=200, points=[k / m])[0] / (beta.cdf(hi, 0.5, 0.5) - beta.cdf(lo, 0.5, 0.5))
+            got = float(np.exp(kt_log_mixture(np.array(k), np.array(m), np.array(p0), above=above)))
+            assert got == pytest.approx(want, rel=1e-6), (k, m, p0, above)
+
+
+def test_thresholds_are_the_least_p_reaching_each_level():
+    import numpy as np
+    from scipy.stats import norm
+
+    from fastsmooth.engine.deciders import _thresholds
+
+    sigma = 0.25
+    radius = lambda p: np.where(p < 0.5, -np.inf, sigma * norm.ppf(p))
+    levels = np.array([0.0, 0.25, 0.75, 10.0, -1.0])
+    p_star = _thresholds(levels, radius)
+    assert p_star[3] == 1.0 and p_star[4] == 0.5  # only p = 1 reaches 10; -1 needs p >= 1/2 (below: -inf)
+    assert _thresholds(np.array([1.5]), lambda p: p)[0] == np.inf  # no p reaches it
+    assert _thresholds(np.array([-0.5]), lambda p: p)[0] == 0.0  # reached without data
+    for t, p in zip(levels[:3], p_star[:3]):
+        assert radius(np.array([p]))[0] >= t > radius(np.array([np.nextafter(p, 0)]))[0]
+    assert p_star[0] == 0.5 and p_star[1] == pytest.approx(norm.cdf(1.0), abs=1e-15)
+
+
+def test_hybrid_decisions_are_final_and_give_up_false_runs_to_n_max():
+    """Certified at a look stays certified (the mixture is valid at every look); a level given
+    up stays given up; give_up=False never gives up."""
+    import numpy as np
+
+    from fastsmooth.engine import Sequential
+
+    ident = lambda p: np.asarray(p, dtype=np.float64)
+    d = Sequential(0, 1000, 0.01, [0.5, 0.99], ident, 1)
+    d.update([0], torch.tensor([[0, 0]]), [0])
+    # 16 hits of 16: the mixture rejects p <= 1/2; 0.99 stays open
+    assert d.update([0], torch.tensor([[16, 0]]), [16]) == [d.looks[1]]
+    assert d._yes[0].tolist() == [True, False]
+    # then a run of misses: level 0.99 is given up (at 64, a look of both schedules), 0.5 stays
+    # certified though 30 of 64 would not certify it now; the image is done
+    assert 64 in d.looks and d.update([0], torch.tensor([[30, 34]]), [64]) == [None]
+    assert d.certified[0].tolist() == [True, False] and int(d.prediction[0]) == 0
+    keep = Sequential(0, 1000, 0.01, [0.99], ident, 1, give_up=False)
+    keep.update([0], torch.tensor([[0, 0]]), [0])
+    assert keep.update([0], torch.tensor([[0, 16]]), [16]) == [keep.looks[1]]
+    with pytest.raises(ValueError, match="rule"):
+        Sequential(0, 10, 0.01, [0.5], ident, 1, rule="betting")

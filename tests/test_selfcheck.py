@@ -124,5 +124,6 @@ def test_gpu_check_script_runs_the_documented_steps(tmp_path):
     assert "FASTSMOOTH_BENCH_PAPER=1" in steps[3] and "timeout 480" in steps[3] and "test_paper_tables.py" in steps[3]
     assert "benchmarks/report.py" in steps[4]
     assert "benchmarks/roofline.py --measure" in steps[5]
+    assert "timeout 600" in steps[6] and "benchmarks/test_compiled.py" in steps[6]  # CUDA graphs vs eager
     make = subprocess.run(["make", "-n", "gpu-check"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert make.returncode == 0 and ".ci/gpu-check" in make.stdout

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from fastsmooth import methods as _methods
+from fastsmooth.engine.compiled import MODES
 from fastsmooth.cli._args import (
     DTYPES,
     CliError,
@@ -54,6 +55,11 @@ def add_parser(sub: Any) -> None:
     certify.add_argument("--batch-images", type=int, default=64, help="images per certification batch (default 64)")
     certify.add_argument("--dtype", choices=list(DTYPES), default="float32",
                          help="base model precision; bfloat16 / float16 run it under autocast")
+    certify.add_argument("--compile", nargs="?", const=True, default=False, type=_compile_mode, metavar="MODE",
+                         help="run the base model compiled (torch.compile, one static shape: the last batch is "
+                              "padded; CUDA graphs on CUDA); MODE: a torch.compile mode ("
+                              + ", ".join(MODES) + "). Logits can differ from eager in the last bits, so counts "
+                              "only where the top two logits nearly tie; the compile time is reported")
     certify.add_argument("--levels", type=float, nargs="+", help="certificate levels of the summary table")
     certify.add_argument("--decide", action="store_true",
                          help="level mode: decide only certified-or-not at each --levels and the prediction, with as "
@@ -124,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     smoother = method.build(model, num_classes, hp, args.batch_size)
     if dtype in (torch.bfloat16, torch.float16):
         smoother.autocast = dtype  # the base model runs under autocast; certificates are then of that model
+    smoother.compile = args.compile
     data = CastImages(dataset, torch.float64) if dtype == torch.float64 else dataset
 
     seed = sampling_seed(args, method)
@@ -147,9 +154,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"shard {args.shard} holds no images of the selection (fewer selected images than shards){where}")
         return 0
     print(format_summary(summary, smoother.certificate_name))
+    if summary.compile_seconds is not None:
+        graphs = "" if executor is None else " in this process (the Ray workers compile their own)"
+        print(f"compiled forwards: {summary.compile_seconds:.1f} s compiling{graphs}, included in seconds / image",
+              file=sys.stderr)
     if args.output:
         print(f"\nper-image results: {args.output}")
     return 0
+
+
+def _compile_mode(value: str) -> str:
+    """--compile's MODE: a torch.compile mode."""
+    if value not in MODES:
+        raise argparse.ArgumentTypeError(f"--compile takes no value or one of {', '.join(MODES)}, got {value!r}")
+    return value
 
 
 def _check_finite_weights(model: torch.nn.Module, path: str) -> None:

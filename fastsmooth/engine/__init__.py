@@ -11,8 +11,11 @@
 - ``tally``: :class:`Tally`, per-slot counts on the model's device.
 - ``deciders``: :class:`Everything` (full counts), :class:`TwoStage` (fixed n0 + n sampling),
   :class:`Margins` (exact early exit of the
-  deterministic smoothers), :class:`Sequential` (anytime-valid decisions of the sampling ones) and
-  :class:`SequentialPredict` (their anytime-valid PREDICT).
+  deterministic smoothers), :class:`Sequential` (anytime-valid decisions of the sampling ones:
+  the hybrid mixture / Clopper-Pearson rule, or the union bound) and :class:`SequentialPredict`
+  (their anytime-valid PREDICT).
+- ``audit``: the exact false-certification rate and expected samples of a sequential rule on a
+  Bernoulli stream (dynamic programming over the looks), and a vectorized simulation of it.
 - ``works``: :class:`SeededWork`, units of ops keyed by one seed per call (l0, SSN, uniform).
 - ``loop``: :func:`run`, the loop itself.
 

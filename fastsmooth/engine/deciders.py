@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from scipy.special import betainc, betaincc, betaln
 
 from fastsmooth.certificates.counts import top_two
 from fastsmooth.stats import binomial_pvalues, clopper_pearson_lower, clopper_pearson_upper
@@ -201,6 +202,11 @@ class Margins:
 FIRST_LOOK = 64
 GROWTH = 1.5
 FINAL_SHARE = 0.5
+#: The hybrid rule's fine schedule of mixture looks (16, 18, 20, ... (x 1.1)): a mixture
+#: test is valid at every sample count at once, so its looks cost no alpha, only decider calls.
+MIXTURE_FIRST = 16
+MIXTURE_GROWTH = 1.1
+RULES = ("hybrid", "union")
 
 
 class _Looks:
@@ -225,32 +231,84 @@ def top_two_pvalues(counts: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
     return top, binomial_pvalues(n1, n2)
 
 
+def kt_log_mixture(hits: np.ndarray, m: np.ndarray, p0: np.ndarray, above: bool = True) -> np.ndarray:
+    """log of the one-sided truncated Krichevsky-Trofimov mixture statistic of ``hits`` successes
+    in ``m`` trials against p0 (arrays broadcast):
+
+        M = [integral over q in Q of q^k (1 - q)^(m - k) dBeta(1/2, 1/2)(q) / Beta(1/2, 1/2)(Q)]
+            / (p0^k (1 - p0)^(m - k)),   Q = [p0, 1] (``above``) or [0, p0].
+
+    For every q in [p0, 1] the likelihood ratio (q / p0)^k ((1 - q) / (1 - p0))^(m - k) is a
+    nonnegative supermartingale in m when the true p <= p0 (its one-step mean is
+    p q / p0 + (1 - p)(1 - q) / (1 - p0) <= 1), so their mixture M is one too, and Ville's
+    inequality gives P(M >= 1 / a at any m) <= a whatever the stopping rule: rejecting
+    "p <= p0" when M >= 1 / a errs with probability <= a. ``above=False`` is the mirror test of
+    "p >= p0". p0 in (0, 1); M = 0 (log -inf) where the data lie far on the null side."""
+    k = np.asarray(hits, dtype=np.float64)
+    n = np.asarray(m, dtype=np.float64)
+    p0 = np.asarray(p0, dtype=np.float64)
+    a, b = k + 0.5, n - k + 0.5
+    with np.errstate(divide="ignore"):
+        if above:  # posterior and prior mass of [p0, 1]; Beta(1/2, 1/2)'s cdf is (2 / pi) asin(sqrt p)
+            tail, prior = betaincc(a, b, p0), 1.0 - (2.0 / np.pi) * np.arcsin(np.sqrt(p0))
+        else:
+            tail, prior = betainc(a, b, p0), (2.0 / np.pi) * np.arcsin(np.sqrt(p0))
+        return (betaln(a, b) - betaln(0.5, 0.5) + np.log(tail) - np.log(prior)
+                - k * np.log(p0) - (n - k) * np.log1p(-p0))
+
+
+def _thresholds(levels: np.ndarray, certificate: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """p*(t) per level t: a p with certificate(p) >= t such that every p with certificate(p) < t
+    lies below it (bisection on the non-decreasing certificate; its upper end, so the tests of
+    "p_A <= p*" cover every p_A that would make a certificate at t false). 0 when certificate(0)
+    already reaches t; inf when certificate(1) does not (never certified)."""
+    lo, hi = np.zeros(len(levels)), np.ones(len(levels))
+    if len(levels) == 0:
+        return hi
+    at_zero = certificate(lo) >= levels
+    at_one = certificate(hi) >= levels
+    for _ in range(64):  # hi - lo < 2^-64: below float64's resolution of p
+        mid = 0.5 * (lo + hi)
+        reach = certificate(mid) >= levels
+        hi, lo = np.where(reach, mid, hi), np.where(reach, lo, mid)
+    return np.where(at_zero, 0.0, np.where(at_one, hi, np.inf))
+
+
 class Sequential(_Looks):
-    """Anytime-valid decisions of a sampling smoother: n0 samples choose the class c_A, then
-    estimation samples are looked at on a geometric schedule and the image retires as soon as
-    every level is decided.
+    """Anytime-valid decisions of a sampling smoother: n0 samples choose the class c_A, then the
+    estimation samples are looked at on a schedule and an image retires as soon as every level
+    is decided (certified or given up). P(certifying a level t with certificate(p_A) < t) <=
+    alpha, whatever the data, for every level.
 
-    Confidence sequence: a union bound over the finite schedule of looks m_1 < m_2 < ... < m_K
-    = n_max (m_1 = ``first``, then x ``growth``), look k a Clopper-Pearson interval at level
-    alpha_k with sum_k alpha_k = alpha: P(p_A outside the interval at some look) <= alpha,
-    whatever the stopping rule (the fixed-n Clopper-Pearson test repeated at every look without
-    the split is not valid, see tests/test_sequential_validity.py). ``final_share`` of alpha
-    goes to the last look (n_max), the rest is split evenly over the others: images that need
-    all n_max samples are those near the threshold, where the fixed-n test decides with the
-    whole alpha, so giving the last look half of it keeps their answers within ln 2 of the
-    fixed-n test's, while images far from the threshold (most of them) retire at an early look
-    at the price of alpha / (2 (K - 1)).
+    ``rule="hybrid"`` (the default): level t with threshold p*(t) (the least p whose certificate
+    reaches t) is certified at the first look where either
+      - the one-sided truncated Krichevsky-Trofimov mixture test of "p_A <= p*(t)"
+        (:func:`kt_log_mixture`) rejects at level (1 - ``final_share``) alpha; a mixture is a
+        supermartingale under the null, so it may be looked at after every sample at no cost
+        in alpha: its looks are the fine schedule 16, 18, 20, ... (x 1.1), joined with the
+        union bound's looks below; or
+      - at n_max, the one-sided Clopper-Pearson lower bound at ``final_share`` x alpha gives a
+        certificate >= t (today's last look, so the images near the threshold, which run to
+        n_max, keep the fixed-n test's power within ln 2);
+    and given up at the first look where the union-bound rule below gives it up or the mirror
+    mixture test of "p_A >= p*(t)" rejects at the same level. A level's first decision is
+    final. Validity: a false certification needs the mixture to cross (probability <= (1 -
+    final_share) alpha, Ville) or the last Clopper-Pearson bound to err (<= final_share x
+    alpha); giving up never certifies. ``fastsmooth.engine.audit`` computes the exact error
+    and expected samples of the rule by dynamic programming (docs/sequential-rule.md).
 
-    Chosen over a betting or a conjugate-mixture (Robbins) confidence sequence because it is
-    exact for any n (no asymptotics), needs no prior, reuses the certificate functions, and on
-    the demo digits' sample streams it used fewer samples than a beta-binomial mixture at the
-    same alpha (README): the mixture pays about ln(m) at every look, the union bound ln(K).
+    ``rule="union"`` (the rule before the hybrid): a union bound over the finite schedule of
+    looks m_1 < m_2 < ... < m_K = n_max (m_1 = ``first``, then x ``growth``), look k a
+    Clopper-Pearson interval at level alpha_k with sum_k alpha_k = alpha: P(p_A outside the
+    interval at some look) <= alpha, whatever the stopping rule (the fixed-n Clopper-Pearson
+    test repeated at every look without the split is not valid, see
+    tests/test_sequential_validity.py). ``final_share`` of alpha goes to the last look (n_max),
+    the rest is split evenly over the others. A level is certified when ``certificate(lower) >=
+    level`` and given up when ``certificate(upper) < level``, both at the current look.
 
-    A level is certified when ``certificate(lower) >= level`` and given up when
-    ``certificate(upper) < level`` (no later look could certify it at this confidence; giving up
-    never certifies, so it does not touch validity). ``certificate`` maps p bounds (np.ndarray) to
-    certificates (radii / patch sizes) and must not decrease in p. ``give_up=False`` never stops
-    an image for a level it cannot certify (it then runs to n_max).
+    ``certificate`` maps p bounds (np.ndarray) to certificates (radii / patch sizes) and must
+    not decrease in p. ``give_up=False`` never stops an image for a level it cannot certify (it
+    then runs to n_max).
     """
 
     reads_counts = True
@@ -267,16 +325,30 @@ class Sequential(_Looks):
         growth: float = GROWTH,
         give_up: bool = True,
         final_share: float = FINAL_SHARE,
+        rule: str = "hybrid",
     ) -> None:
-        self.n0, self.n_max, self.alpha, self.give_up = n0, n_max, alpha, give_up
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+        self.n0, self.n_max, self.alpha, self.give_up, self.rule = n0, n_max, alpha, give_up, rule
         self.levels = np.asarray([float(v) for v in levels], dtype=np.float64)
         self.certificate = certificate
         self._init_looks(n_max, alpha, first, growth, final_share)
-        self.choice = torch.full((slots,), -1, dtype=torch.int64)
-        self.selection: dict[int, torch.Tensor] = {}
-        self.prediction = torch.full((slots,), -1, dtype=torch.int64)
-        self.certified = torch.zeros(slots, len(self.levels), dtype=torch.bool)
-        self.p_lower = torch.zeros(slots, dtype=torch.float64)
+        self.union_looks = set(self.looks)  # where the union bound's intervals are computed
+        if rule == "hybrid":
+            self.looks = sorted(self.union_looks | set(schedule(n_max, MIXTURE_FIRST, MIXTURE_GROWTH)))
+            # every look of the union schedule but n_max gives up only; n_max certifies at final_share x alpha
+            self.mixture_log_bound = float(np.log(1.0 / ((1.0 - final_share) * alpha))) if final_share < 1 else np.inf
+            self.p_star = _thresholds(self.levels, certificate)
+        # per slot, on the host (one vectorized look for many images): c_A, its selection count
+        self._choice = np.full(slots, -1, dtype=np.int64)
+        self._before = np.zeros(slots, dtype=np.int64)
+        self._prediction = np.full(slots, -1, dtype=np.int64)
+        self._certified = np.zeros((slots, len(self.levels)), dtype=np.bool_)
+        self.prediction = torch.from_numpy(self._prediction)  # views: the looks write the arrays
+        self.certified = torch.from_numpy(self._certified)
+        self._yes = np.zeros((slots, len(self.levels)), dtype=np.bool_)
+        self._no = np.zeros((slots, len(self.levels)), dtype=np.bool_)
+        self._looks = np.asarray(self.looks, dtype=np.int64)
 
     def rows_hint(self, slots: int) -> int:
         return slots * (self.n0 + self.n_max)
@@ -284,43 +356,65 @@ class Sequential(_Looks):
     def start(self, slot: int) -> int:
         return self.n0
 
-    def update(self, slots: Sequence[int], counts: torch.Tensor | None, units: Sequence[int]) -> list[int | None]:
-        assert counts is not None
-        out: list[int | None] = [None] * len(slots)
-        looking = []  # rows of slots past selection: decided together (one vectorized bound per look)
-        for i, slot in enumerate(slots):
-            if slot not in self.selection:  # the n0 selection samples have run
-                self.selection[slot] = counts[i].clone()
-                self.choice[slot] = counts[i].argmax()  # smallest index on ties
-                out[i] = self.n0 + self.looks[0]
-            else:
-                looking.append(i)
-        if not looking:
-            return out
-        chosen = [slots[i] for i in looking]
-        m = np.array([int(units[i]) - self.n0 for i in looking])
-        c = self.choice[chosen]
-        before = torch.stack([self.selection[s] for s in chosen]).gather(1, c[:, None])[:, 0]
-        hits = (counts[looking].gather(1, c[:, None])[:, 0] - before).numpy()
-        lower, upper = np.empty(len(m)), np.empty(len(m))
+    def judge(self, hits: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(certified [S, L], given up [S, L]) of ``hits`` of c_A in ``m`` estimation samples at
+        a look (m on the schedule), before the earlier looks' decisions are applied: a pure
+        function of (hits, m), which the exact audit (``fastsmooth.engine.audit``) evaluates at
+        every possible hit count."""
+        hits, m = np.asarray(hits, dtype=np.int64), np.asarray(m, dtype=np.int64)
+        L = self.levels[None, :]
+        yes = np.zeros((len(m), len(self.levels)), dtype=np.bool_)
+        no = np.zeros_like(yes)
         for look in np.unique(m):  # one vectorized bound per look (its own alpha)
             at = m == look
-            lower[at] = clopper_pearson_lower(hits[at], m[at], self.look_alpha[int(look)])
-            upper[at] = clopper_pearson_upper(hits[at], m[at], self.look_alpha[int(look)])
-        yes = self.certificate(lower)[:, None] >= self.levels[None, :]
-        no = self.certificate(upper)[:, None] < self.levels[None, :]
-        if not self.give_up:  # run every image to n_max unless it is certified at every level
+            if int(look) in self.union_looks and (self.rule == "union" or self.give_up or look >= self.n_max):
+                a = self.look_alpha[int(look)]
+                if self.rule == "union" or look >= self.n_max:
+                    yes[at] = self.certificate(clopper_pearson_lower(hits[at], m[at], a))[:, None] >= L
+                no[at] = self.certificate(clopper_pearson_upper(hits[at], m[at], a))[:, None] < L
+        if self.rule == "hybrid":
+            p_star = self.p_star[None, :]
+            inner = (p_star > 0) & (p_star < 1)
+            p0 = np.where(inner, p_star, 0.5)  # placeholder where the level is decided without data
+            k, n = hits[:, None], m[:, None]
+            yes |= inner & (kt_log_mixture(k, n, p0) >= self.mixture_log_bound)
+            yes |= p_star <= 0  # certificate(0) already reaches the level
+            no |= inner & (kt_log_mixture(k, n, p0, above=False) >= self.mixture_log_bound)
+            no |= p_star >= 1  # never certified: certificate(1) < level
+            no &= ~yes
+        if not self.give_up:
             no[:] = False
-        done = (m >= self.n_max) | (yes | no).all(axis=1)
-        for j, i in enumerate(looking):
-            slot = slots[i]
-            if done[j]:
-                self.prediction[slot] = self.choice[slot]
-                self.certified[slot] = torch.from_numpy(yes[j])
-                self.p_lower[slot] = float(lower[j])
-            else:
-                out[i] = self.n0 + self._after(m[j])
-        return out
+        return yes, no
+
+    def update(self, slots: Sequence[int], counts: torch.Tensor | None, units: Sequence[int]) -> list[int | None]:
+        assert counts is not None
+        rows = np.asarray(slots, dtype=np.int64)
+        counts_a = counts.numpy()
+        m = np.asarray(units, dtype=np.int64) - self.n0
+        nxt = np.full(len(rows), -1, dtype=np.int64)  # -1: done
+        fresh = m == 0  # the n0 selection samples have run: choose c_A (smallest index on ties)
+        if fresh.any():
+            c = counts_a[fresh].argmax(axis=1)
+            self._choice[rows[fresh]] = c
+            self._before[rows[fresh]] = counts_a[fresh][np.arange(len(c)), c]
+            nxt[fresh] = self.n0 + self.looks[0]
+        look = ~fresh  # past selection: decided together (one vectorized bound per look)
+        if look.any():
+            at, m_at = rows[look], m[look]
+            hits = counts_a[look][np.arange(len(at)), self._choice[at]] - self._before[at]
+            yes, no = self.judge(hits, m_at)
+            if self.rule == "hybrid":  # a level's first decision is final
+                decided_yes, decided_no = self._yes[at], self._no[at]
+                yes = decided_yes | (yes & ~decided_no)
+                no = decided_no | (no & ~decided_yes)
+            self._yes[at], self._no[at] = yes, no
+            done = (m_at >= self.n_max) | (yes | no).all(axis=1)
+            finished = at[done]
+            self._prediction[finished] = self._choice[finished]
+            self._certified[finished] = yes[done]
+            later = self._looks[np.minimum(np.searchsorted(self._looks, m_at, side="right"), len(self._looks) - 1)]
+            nxt[look] = np.where(done, -1, self.n0 + later)
+        return [None if t < 0 else t for t in nxt.tolist()]
 
 
 class SequentialPredict(_Looks):

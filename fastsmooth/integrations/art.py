@@ -59,6 +59,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from fastsmooth.engine.compiled import Compile, check_compile
 from fastsmooth.models.vit import TokenViT
 from fastsmooth.smoothing.gaussian import Smooth
 from fastsmooth.smoothing.patch import BlockSmoothing, ColumnSmoothing, PatchSmoother, RowSmoothing
@@ -245,7 +246,9 @@ def _gaussian(estimator: Any, batch_size: int, backend: str) -> Smooth:
 # -- public API -------------------------------------------------------------------------------------
 
 
-def smoother(estimator: Any, batch_size: int = 128, backend: str = "auto") -> PatchSmoother | Smooth:
+def smoother(
+    estimator: Any, batch_size: int = 128, backend: str = "auto", *, compile: Compile = False
+) -> PatchSmoother | Smooth:
     """The fastsmooth smoother that certifies what ``estimator`` certifies.
 
     ``PyTorchDeRandomizedSmoothing`` gives a :class:`ColumnSmoothing`, :class:`RowSmoothing`
@@ -257,18 +260,24 @@ def smoother(estimator: Any, batch_size: int = 128, backend: str = "auto") -> Pa
     estimator's preprocessing, with n0 = ``sample_size`` and ``alpha`` as its defaults.
     ``batch_size``: the most inputs of the base model per forward pass (ART's meaning too).
     Use it for what ART does not offer: per-image counts, largest certified patch sizes,
-    ``fastsmooth.evaluate`` on a data set.
+    ``fastsmooth.evaluate`` on a data set. ``compile``: compiled forwards of the estimator's
+    model (``fastsmooth.engine.compiled``; the smoother's ``compile`` option).
     """
     derandomized, randomized = _art_classes()
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    compile = check_compile(compile)
     if isinstance(estimator, derandomized):
         build = ALGORITHMS.get(estimator.algorithm)
         if build is None:
             raise ValueError(f"estimator.algorithm must be one of {sorted(ALGORITHMS)}, got {estimator.algorithm!r}")
-        return build(estimator, batch_size, backend)
+        built = build(estimator, batch_size, backend)
+        built.compile = compile
+        return built
     if isinstance(estimator, randomized):
-        return _gaussian(estimator, batch_size, backend)
+        built = _gaussian(estimator, batch_size, backend)
+        built.compile = compile
+        return built
     raise TypeError(
         "estimator must be an ART PyTorchDeRandomizedSmoothing or PyTorchRandomizedSmoothing, "
         f"got {type(estimator).__name__}"
@@ -283,6 +292,8 @@ def eval_and_certify(
     batch_size: int = 128,
     verbose: bool = True,
     backend: str = "auto",
+    *,
+    compile: Compile = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``estimator.eval_and_certify(x, y, size_to_certify, batch_size, verbose)`` on fastsmooth.
 
@@ -291,14 +302,15 @@ def eval_and_certify(
     ``size_to_certify`` patches) as float32 scalar tensors on the estimator's device, like
     ART. The prediction is the argmax of the counts (smallest index on ties), the certificate
     the sound one of the module docstring: on images whose gap is exactly 2 Delta, and for
-    block ablation, the certified accuracy can differ from ART's (see there).
+    block ablation, the certified accuracy can differ from ART's (see there). ``compile``: as
+    in :func:`smoother`.
     """
     from art.utils import check_and_transform_label_format
 
     derandomized, _ = _art_classes()
     if not isinstance(estimator, derandomized):
         raise TypeError(f"estimator must be an ART PyTorchDeRandomizedSmoothing, got {type(estimator).__name__}")
-    smooth = smoother(estimator, batch_size, backend)
+    smooth = smoother(estimator, batch_size, backend, compile=compile)
     labels = np.asarray(estimator.reduce_labels(check_and_transform_label_format(y, nb_classes=estimator.nb_classes)))
     correct = certified = 0
     images = len(x)
@@ -325,6 +337,7 @@ def certify(
     generator: torch.Generator | None = None,
     verbose: bool = False,
     backend: str = "auto",
+    compile: Compile = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``estimator.certify(x, n, batch_size)`` of a ``PyTorchRandomizedSmoothing`` on fastsmooth.
 
@@ -334,12 +347,12 @@ def certify(
     arrays, like ART: prediction -1 and radius 0.0 where it abstains (p_lower < 1/2), else
     radius ``scale * Phi^-1(p_lower)``. ``batch_size``: samples per forward pass. Samples of
     consecutive images share forward passes. ``seed`` / ``generator`` make the noise
-    reproducible (default: torch's global generator).
+    reproducible (default: torch's global generator). ``compile``: as in :func:`smoother`.
     """
     _, randomized = _art_classes()
     if not isinstance(estimator, randomized):
         raise TypeError(f"estimator must be an ART PyTorchRandomizedSmoothing, got {type(estimator).__name__}")
-    smooth = smoother(estimator, batch_size, backend)
+    smooth = smoother(estimator, batch_size, backend, compile=compile)
     images = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(estimator.device)
     if images.dim() != 4:
         raise ValueError(f"x must be images [N, C, H, W], got shape {tuple(x.shape)}")

@@ -10,7 +10,9 @@ from torch import nn
 
 from fastsmooth._validation import check_int
 from fastsmooth.engine import Decider, Run, Segment, Work, run
+from fastsmooth.engine import compiled
 from fastsmooth.engine.autobatch import auto_batch_size
+from fastsmooth.engine.compiled import Compile, check_compile
 
 MemoryFormat = Union[Literal["auto"], torch.memory_format]
 _FORMATS = (torch.contiguous_format, torch.channels_last)
@@ -90,6 +92,13 @@ class BaseSmoother:
     :func:`auto_memory_format`: channels-last for convolutional models on the CPU),
     ``torch.contiguous_format`` (NCHW) or ``torch.channels_last``. The layout changes only
     the float rounding order inside the base model's convolutions, as a batch size does.
+
+    ``compile`` (default False): run the base model compiled (``fastsmooth.engine.compiled``):
+    ``torch.compile(dynamic=False)`` for the run's forward size, the last forward padded to it,
+    CUDA graphs on CUDA with ``True``; or a torch.compile mode. The compiled network is the base
+    classifier: its logits may differ from eager's in the last bits, so counts can differ only
+    where the top logits nearly tie (docs/compiled.md). Settable later (``smoother.compile =
+    True``); recorded in results files' fingerprints only when on.
     """
 
     certificate_name = "certificate"  # "patch_size" or "radius" in subclasses
@@ -103,6 +112,7 @@ class BaseSmoother:
         backend: str = "auto",
         autocast: torch.dtype | None = None,
         memory_format: MemoryFormat = "auto",
+        compile: Compile = False,
     ) -> None:
         if not isinstance(model, nn.Module) and not callable(model):
             raise TypeError(f"model must be a torch.nn.Module or callable, got {type(model).__name__}")
@@ -124,6 +134,17 @@ class BaseSmoother:
         self.backend = backend
         self.autocast = autocast
         self.memory_format = memory_format
+        self.compile = compile
+
+    @property
+    def compile(self) -> Compile:
+        """The ``compile=`` option (False: eager). Kept out of ``vars()`` so that results files of
+        eager runs keep their fingerprints; ``fastsmooth.results`` records it when on."""
+        return getattr(self, "_compile", False)
+
+    @compile.setter
+    def compile(self, value: Compile) -> None:
+        self._compile = check_compile(value)
 
     @property
     def device(self) -> torch.device:
@@ -181,9 +202,12 @@ class BaseSmoother:
             return auto_memory_format(self.model, device, shape, dtype)
         return self.memory_format
 
-    def logits(self, inputs: torch.Tensor, memory_format: torch.memory_format | None = None) -> torch.Tensor:
+    def logits(
+        self, inputs: torch.Tensor, memory_format: torch.memory_format | None = None, *, eager: bool = False
+    ) -> torch.Tensor:
         """The base model's logits [N, num_classes] for a batch that fits in one forward pass,
-        given to the model in ``memory_format`` (default: :meth:`input_format`'s)."""
+        given to the model in ``memory_format`` (default: :meth:`input_format`'s); through the
+        compiled graph when ``compile`` is on (unless ``eager``), padded to the run's forward size."""
         self._eval()
         if inputs.dim() == 4:  # a no-op for batches already written in that layout
             if memory_format is None:
@@ -191,7 +215,10 @@ class BaseSmoother:
             inputs = inputs.contiguous(memory_format=memory_format)
         try:
             with torch.inference_mode():
-                if self.autocast is None:
+                if self.compile and not eager:
+                    out = compiled.forward(self.model, (inputs,), self._forward_rows(), self.compile, self.autocast,
+                                           memory_format=memory_format)
+                elif self.autocast is None:
                     out = self.model(inputs)
                 else:
                     with torch.autocast(inputs.device.type, dtype=self.autocast):
@@ -210,6 +237,11 @@ class BaseSmoother:
             )
         return out.float()
 
+    def _forward_rows(self) -> int | None:
+        """The forward size of the engine run in progress (compiled forwards are padded to it);
+        None outside a run (the batch's own size)."""
+        return getattr(self, "_rows", None)
+
     def forward_batch(self, work: Work, image: int = 0, pending: int | None = None) -> int:
         """The forward batch size: ``batch_size``, or for ``batch_size="auto"`` the fastest per row
         among sizes up to ``pending`` (the rows the call will run, at most 1024), timed on copies
@@ -221,7 +253,8 @@ class BaseSmoother:
             raise ValueError("batch_size='auto' needs tensor model inputs; pass an integer batch_size")
         fmt = self.input_format(tuple(row.shape[1:]), row.dtype, row.device) if row.dim() == 4 else None
         key = (tuple(row.shape[1:]), row.dtype, str(row.device), str(fmt), self.autocast)
-        return auto_batch_size(self.model, key, row, lambda batch: self.logits(batch, fmt), pending)
+        # timed eagerly: compiling a graph per candidate size would cost far more than it measures
+        return auto_batch_size(self.model, key, row, lambda batch: self.logits(batch, fmt, eager=True), pending)
 
     def run_work(
         self, work: Work, decider: Decider, slots: list, device: torch.device, forwards_per_write: int = 1,
@@ -232,7 +265,11 @@ class BaseSmoother:
         used, int64 [slots]."""
         if batch_size is None:
             batch_size = self.forward_batch(work, slots[0][1], decider.rows_hint(len(slots))) if slots else 1
-        result = run(work, decider, slots, self.num_classes, device, batch_size, forwards_per_write)
+        saved, self._rows = self._forward_rows(), batch_size
+        try:
+            result = run(work, decider, slots, self.num_classes, device, batch_size, forwards_per_write)
+        finally:
+            self._rows = saved
         self._last_units = result.units
         return result
 

@@ -29,6 +29,7 @@ from fastsmooth._validation import check_image_batch, check_int, check_real, che
 from fastsmooth.ops.gaussian import draw_seed, gaussian_noise
 from fastsmooth.engine import Decider, Everything, Run, Segment, TwoStage
 from fastsmooth.engine.works import top1_votes
+from fastsmooth.engine.compiled import Compile
 from fastsmooth.smoothing.base import BaseSmoother, Certified, Decided, MemoryFormat
 from fastsmooth.smoothing.sequential import decide_sequentially, predict_fixed, predict_sequentially
 from fastsmooth.stats import clopper_pearson_lower
@@ -82,9 +83,11 @@ class Smooth(BaseSmoother):
         n0: int = 100,
         n: int = 100_000,
         alpha: float = 0.001,
+        compile: Compile = False,
     ) -> None:
         super().__init__(
-            base_classifier, num_classes, batch_size=batch_size, backend=backend, autocast=autocast, memory_format=memory_format
+            base_classifier, num_classes, batch_size=batch_size, backend=backend, autocast=autocast, memory_format=memory_format,
+            compile=compile,
         )
         self.base_classifier = base_classifier  # the authors' attribute name
         self.sigma = check_real(sigma, "sigma", 0, low_open=True)
@@ -186,16 +189,20 @@ class Smooth(BaseSmoother):
         *,
         generator: torch.Generator | None = None,
         seed: int | None = None,
+        predict: bool = True,
     ) -> Decided:
         """Certified or not at each l2 radius of ``levels``, stopping each image as soon as it is decided.
 
-        n0 samples (default ``self.n0``) choose c_A; estimation samples follow on the schedule
-        64, 96, 144, ... (x 1.5) up to ``n_max`` (default ``self.n``), and an image retires once, at
-        every level r, the anytime-valid lower bound on p_A certifies r (radius sigma *
-        Phi^-1(p_lower) >= r, as :meth:`certify_batch` computes it) or its upper bound rules r
-        out (``fastsmooth.engine.Sequential``: P(any false certification) <= alpha). Abstains
-        (prediction -1) when p_A >= 1/2 is not shown. ``forwards`` counts selection samples too.
-        With a seed the samples are those of :meth:`certify_batch` (the same noise stream).
+        n0 samples (default ``self.n0``) choose c_A; estimation samples follow up to ``n_max``
+        (default ``self.n``), and an image retires once every level r is decided: certified when
+        an anytime-valid test shows p_A > Phi(r / sigma) (the radius sigma Phi^-1(p_A) >= r, as
+        :meth:`certify_batch` computes it from its bound), given up when it rules r out
+        (``fastsmooth.engine.Sequential``, the hybrid rule: P(a false certification at r) <=
+        alpha). Abstains (prediction -1) when p_A >= 1/2 is not shown; ``predict=False`` does not
+        decide that (prediction -1 also where no level is certified; fewer samples: see
+        ``fastsmooth.smoothing.sequential.decide_sequentially``). ``forwards`` counts selection
+        samples too. With a seed the samples are those of :meth:`certify_batch` (the same noise
+        stream).
         """
         n0 = self.n0 if n0 is None else _positive_int(n0, "n0")
         n_max = self.n if n_max is None else _positive_int(n_max, "n_max")
@@ -211,7 +218,8 @@ class Smooth(BaseSmoother):
         def execute(decider: Decider) -> torch.Tensor:
             return self._run(work, decider, slots, xs.device, batch).units
 
-        return decide_sequentially(execute, xs.shape[0], levels, n0, n_max, alpha, radius, abstains=True)
+        return decide_sequentially(execute, xs.shape[0], levels, n0, n_max, alpha, radius, abstains=True,
+                                   predict=predict)
 
     def predict_batch(
         self,

@@ -18,6 +18,7 @@ from fastsmooth.ops.pixel_ablation import ablate_pixels
 from fastsmooth.engine import Everything, Sequential, TwoStage
 from fastsmooth.engine.works import SeededWork
 from fastsmooth.ops._philox import seed_from
+from fastsmooth.engine.compiled import Compile
 from fastsmooth.smoothing.base import BaseSmoother, Certified, Decided, MemoryFormat
 from fastsmooth.smoothing.sequential import decide_sequentially, predict_fixed, predict_sequentially
 from fastsmooth.stats import clopper_pearson_lower
@@ -64,9 +65,11 @@ class RandomizedAblation(BaseSmoother):
         autocast: torch.dtype | None = None,
         memory_format: MemoryFormat = "auto",
         generator: torch.Generator | None = None,
+        compile: Compile = False,
     ) -> None:
         super().__init__(
-            model, num_classes, batch_size=batch_size, backend=backend, autocast=autocast, memory_format=memory_format
+            model, num_classes, batch_size=batch_size, backend=backend, autocast=autocast, memory_format=memory_format,
+            compile=compile,
         )
         self.keep = check_int(keep, "keep", 0)
         self.mean, self.std = mean, std
@@ -143,12 +146,14 @@ class RandomizedAblation(BaseSmoother):
         self, x: torch.Tensor, levels: Sequence[float], n0: int | None = None, n_max: int | None = None,
         alpha: float | None = None,
         generator: torch.Generator | None = None,
+        predict: bool = True,
     ) -> Decided:
         """Certified or not at each l0 radius of ``levels``, each image stopping as soon as it is
         decided (``fastsmooth.smoothing.sequential``: n0 samples choose the class, anytime-valid
-        Clopper-Pearson bounds on the estimation samples; false certification <= alpha).
-        Abstains (-1) where radius >= 0 is not shown. Defaults: the instance's n0, n, alpha;
-        ``generator``, if given, replaces the instance's for this call."""
+        tests on the estimation samples; false certification <= alpha at each level).
+        Abstains (-1) where radius >= 0 is not shown; ``predict=False`` does not decide that
+        (-1 also where no level is certified, fewer samples). Defaults: the instance's n0, n,
+        alpha; ``generator``, if given, replaces the instance's for this call."""
         n0 = self.n0 if n0 is None else check_int(n0, "n0", 1)
         n_max = self.n if n_max is None else check_int(n_max, "n_max", 1)
         alpha = self.alpha if alpha is None else _check_alpha(alpha)
@@ -162,7 +167,8 @@ class RandomizedAblation(BaseSmoother):
         def radius(p: np.ndarray) -> np.ndarray:
             return l0_radius(p, d, self.keep).astype(np.float64)
 
-        return decide_sequentially(execute, x.shape[0], levels, n0, n_max, alpha, radius, abstains=True)
+        return decide_sequentially(execute, x.shape[0], levels, n0, n_max, alpha, radius, abstains=True,
+                                   predict=predict)
 
     def evaluate_batch(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Certified:
         """``certify`` with the instance's n0, n and alpha (the protocol of ``fastsmooth.evaluate``);

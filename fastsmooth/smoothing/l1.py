@@ -23,6 +23,7 @@ from fastsmooth.ops.splitting import dssn_levels, dssn_split, ssn_noise, uniform
 from fastsmooth.engine import Everything, Margins, Segment, Sequential, TwoStage, runs, spread
 from fastsmooth.engine.works import SeededWork, top1_votes
 from fastsmooth.ops._philox import seed_from
+from fastsmooth.engine.compiled import Compile
 from fastsmooth.smoothing.base import BaseSmoother, Certified, Decided, MemoryFormat
 from fastsmooth.smoothing.sequential import decide_sequentially
 from fastsmooth.stats import clopper_pearson_lower
@@ -61,8 +62,9 @@ class DSSN(BaseSmoother):
         memory_format: MemoryFormat = "auto",
         quantize: bool = False,
         tolerance: float = 1e-3,
+        compile: Compile = False,
     ) -> None:
-        super().__init__(model, num_classes, batch_size, backend, autocast, memory_format)
+        super().__init__(model, num_classes, batch_size, backend, autocast, memory_format, compile=compile)
         self.lam, self.levels = dssn_levels(sigma, lam, q)
         self.sigma = self.lam * 3**-0.5 if sigma is None else check_real(sigma, "sigma")
         self.seed = check_int(seed, "seed", 0, 2**32 - 1)
@@ -190,8 +192,9 @@ class _RandomizedL1(BaseSmoother):
         alpha: float = 0.001,
         sided: str = "two",
         generator: torch.Generator | None = None,
+        compile: Compile = False,
     ) -> None:
-        super().__init__(model, num_classes, batch_size, backend, autocast, memory_format)
+        super().__init__(model, num_classes, batch_size, backend, autocast, memory_format, compile=compile)
         if (sigma is None) == (lam is None):
             raise ValueError(f"give exactly one of sigma and lam, got sigma={sigma!r}, lam={lam!r}")
         if lam is not None:

@@ -37,6 +37,7 @@ from fastsmooth.certificates.patch import (
 )
 from fastsmooth.engine import Decider, Everything, Margins, Segment, Sequential, runs, spread
 from fastsmooth.ops.ablation import ablation_kernel
+from fastsmooth.engine.compiled import Compile
 from fastsmooth.ops.ablation.masks import KeepMasks, cached_masks, strided_corners
 from fastsmooth.smoothing.base import BaseSmoother, Certified, Decided, MemoryFormat
 from fastsmooth.smoothing.sequential import decide_sequentially
@@ -86,9 +87,11 @@ class _AblationSmoother(BaseSmoother):
         backend: str,
         autocast: torch.dtype | None,
         memory_format: MemoryFormat,
+        compile: Compile = False,
     ) -> None:
         super().__init__(
-            model, num_classes, batch_size=batch_size, backend=backend, autocast=autocast, memory_format=memory_format
+            model, num_classes, batch_size=batch_size, backend=backend, autocast=autocast, memory_format=memory_format,
+            compile=compile,
         )
         self.size = _check_positive(size, "size")
         self.threshold = _check_threshold(threshold)
@@ -198,8 +201,10 @@ class PatchSmoother(_AblationSmoother, abc.ABC):
         backend: str = "auto",
         autocast: torch.dtype | None = None,
         memory_format: MemoryFormat = "auto",
+        compile: Compile = False,
     ) -> None:
-        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast, memory_format)
+        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast, memory_format,
+                         compile=compile)
 
     @abc.abstractmethod
     def masks(self, height: int, width: int, device: torch.device) -> KeepMasks:
@@ -320,8 +325,10 @@ class ColumnSmoothing(PatchSmoother):
         autocast: torch.dtype | None = None,
         memory_format: MemoryFormat = "auto",
         stride: int = 1,
+        compile: Compile = False,
     ) -> None:
-        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast, memory_format)
+        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast, memory_format,
+                         compile=compile)
         self.stride = _check_positive(stride, "stride")
 
     def _length(self, height: int, width: int) -> int:
@@ -368,9 +375,10 @@ class RowSmoothing(ColumnSmoothing):
         memory_format: MemoryFormat = "auto",
         transposed: bool = False,
         stride: int = 1,
+        compile: Compile = False,
     ) -> None:
         super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast, memory_format,
-                         stride)
+                         stride, compile=compile)
         if not isinstance(transposed, bool):
             raise TypeError(f"transposed must be a bool, got {transposed!r}")
         self.transposed = transposed
@@ -402,8 +410,10 @@ class BlockSmoothing(PatchSmoother):
         autocast: torch.dtype | None = None,
         memory_format: MemoryFormat = "auto",
         stride: int | tuple[int, int] = 1,
+        compile: Compile = False,
     ) -> None:
-        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast, memory_format)
+        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast, memory_format,
+                         compile=compile)
         if isinstance(stride, (tuple, list)):
             if len(stride) != 2:
                 raise ValueError(f"stride must be an integer or a pair (rows, columns), got {stride!r}; "
@@ -456,8 +466,10 @@ class MultiBandSmoothing(PatchSmoother):
         autocast: torch.dtype | None = None,
         memory_format: MemoryFormat = "auto",
         axis: str = "column",
+        compile: Compile = False,
     ) -> None:
-        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast, memory_format)
+        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast, memory_format,
+                         compile=compile)
         if axis not in ("column", "row"):
             raise ValueError(f"axis must be 'column' or 'row', got {axis!r}")
         self.keep = _check_positive(keep, "keep")
@@ -498,8 +510,10 @@ class MultiBlockSmoothing(PatchSmoother):
         backend: str = "auto",
         autocast: torch.dtype | None = None,
         memory_format: MemoryFormat = "auto",
+        compile: Compile = False,
     ) -> None:
-        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast, memory_format)
+        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast, memory_format,
+                         compile=compile)
         self.keep = _check_positive(keep, "keep")
 
     def _tiles(self, height: int, width: int) -> int:
@@ -544,8 +558,10 @@ class RandomizedBandSmoothing(_AblationSmoother):
         n0: int = 1000,
         n: int = 10000,
         alpha: float = 0.05,
+        compile: Compile = False,
     ) -> None:
-        super().__init__(model, num_classes, size, None, mean, std, batch_size, backend, autocast, memory_format)
+        super().__init__(model, num_classes, size, None, mean, std, batch_size, backend, autocast, memory_format,
+                         compile=compile)
         if axis not in ("column", "row"):
             raise ValueError(f"axis must be 'column' or 'row', got {axis!r}")
         self.axis = axis

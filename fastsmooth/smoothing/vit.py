@@ -43,7 +43,7 @@ from fastsmooth.ops.tokens.geometry import (
     multi_block_tokens,
 )
 from fastsmooth._validation import check_stats
-from fastsmooth.engine import Everything, Margins, Segment, runs
+from fastsmooth.engine import Everything, Margins, Segment, compiled, runs
 from fastsmooth.smoothing.base import Decided
 from fastsmooth.smoothing.patch import (
     BlockSmoothing,
@@ -168,7 +168,10 @@ class _ViTTokens:
         """Logits [N, num_classes] (float32) of one forward of the token ViT."""
         self._eval()
         with torch.inference_mode():
-            if self.autocast is None:
+            if self.compile:  # one graph per kept-token count, every forward padded to the run's size
+                logits = compiled.forward(self.model, (pixels, index), self._forward_rows(), self.compile,
+                                          self.autocast, entry="forward_tokens")
+            elif self.autocast is None:
                 logits = self.model.forward_tokens(pixels, index)
             else:
                 with torch.autocast(pixels.device.type, dtype=self.autocast):
@@ -285,6 +288,8 @@ _DOC = """
     ART's salman2021 path). ``drop_tokens`` (default: the model's) runs the ViT on the kept
     tokens only; False gives it every token. ``threshold=None`` (the default) gives one vote
     to the argmax, as the papers' ViT code does. Certificates use semantics.md §1's rule.
+    ``compile=True`` compiles ``forward_tokens``: one graph per kept-token count, each
+    forward padded to ``batch_size`` rows (docs/compiled.md).
 """
 
 
