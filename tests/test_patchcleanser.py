@@ -154,7 +154,7 @@ def test_certify_stops_at_the_first_wrong_look():
     x = torch.rand(4, 1, 6, 6, dtype=torch.float64)
     assert pc.certify(x, [1, 1, 0, 0]).tolist() == [False, False, True, True]
     M = pc.masks(6, 6).count
-    assert pc.last_units.tolist()[:2] == [min(16, M)] * 2
+    assert M == 9 and pc.last_units.tolist()[:2] == [16] * 2  # the first chunk: 9 one-mask, 7 two-mask pairs
     assert pc.last_units.tolist()[2:] == [M + M * (M - 1) // 2] * 2
 
 

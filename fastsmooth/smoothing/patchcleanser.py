@@ -189,6 +189,7 @@ class PatchCleanser(BaseSmoother):
         first look that sees a prediction other than its label."""
         x = self._prepare(x)
         y = torch.as_tensor(labels).reshape(-1)
+        y = y.long() if y.numel() == 0 else y  # [] reads as float32
         if y.shape[0] != x.shape[0] or y.is_floating_point():
             raise ValueError(f"labels must hold one integer class per image ({x.shape[0]}), got {tuple(y.shape)} "
                              f"{y.dtype}")
