@@ -12,6 +12,7 @@ from fastsmooth import methods
 from fastsmooth.engine.double_masking import DoubleMasking, PairLog, majority
 from fastsmooth.evaluate import evaluate
 from fastsmooth.smoothing.patchcleanser import PatchCleanser
+from conftest import timm_or_skip
 from patchcleanser_authors import authors_certification, double_masking, gen_mask_set
 from patchcleanser_models import digit_cnn, digit_vit, held_out
 
@@ -68,7 +69,7 @@ def test_parity_with_the_authors_on_a_digit_cnn(digits, patch, k, stride):
 
 @pytest.mark.parametrize("patch, k", [(4, 3), (6, 4)])
 def test_parity_with_the_authors_on_a_digit_vit(digits, patch, k):
-    pytest.importorskip("timm")
+    timm_or_skip()
     x, y = digits
     model = digit_vit().double()
     stats, _ = _check_parity(model, x.double(), y, patch, k)
