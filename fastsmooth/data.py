@@ -161,3 +161,49 @@ class ImageFolder(Dataset):
         t = torch.from_numpy(array.copy())
         t = t[None] if t.dim() == 2 else t.permute(2, 0, 1)
         return t.float() / 255.0, label
+
+
+def load_dataset(spec: str, image_size: tuple[int, int] | list[int] | None = None) -> Dataset:
+    """A data set by name: ``demo`` (the 1000 held-out demo digits), ``demo-train`` (the other
+    4000), an ImageFolder tree (resized to ``image_size`` (H, W) if given), or an ``.npz`` /
+    ``.pt`` file of tensors.
+
+    Raises:
+        FileNotFoundError: ``spec`` names no file or folder.
+        ValueError / OSError: the file or folder cannot be read as images.
+    """
+    if spec in ("demo", "demo-train"):
+        train, held_out = demo_mnist()
+        return held_out if spec == "demo" else train
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or folder (give a folder of <class>/<image> files, an .npz / .pt "
+                                "file of tensors, or 'demo')")
+    if path.is_dir():
+        return ImageFolder(path, size=tuple(image_size) if image_size else None)
+    return load_tensors(path)
+
+
+def num_labels(dataset: Dataset) -> int:
+    """Classes of a data set: its ``classes`` list, else the largest label + 1."""
+    classes = getattr(dataset, "classes", None)
+    if classes is not None:
+        return len(classes)
+    tensors = getattr(dataset, "tensors", None)
+    if tensors is not None:
+        return int(tensors[1].max()) + 1 if len(tensors[1]) else 0
+    return max(int(dataset[i][1]) for i in range(len(dataset))) + 1  # type: ignore[arg-type]
+
+
+class CastImages(Dataset):
+    """A map-style view of a data set with images cast to ``dtype`` (e.g. float64 certification)."""
+
+    def __init__(self, data: Dataset, dtype: torch.dtype) -> None:
+        self.data, self.dtype = data, dtype
+
+    def __len__(self) -> int:
+        return len(self.data)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        x, y = self.data[index][:2]
+        return torch.as_tensor(x).to(self.dtype), y

@@ -24,11 +24,18 @@ The ViTs need the optional extra ``vit`` (timm) and take ``drop_tokens=`` and, f
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from torch import nn
 
-from fastsmooth.models.checkpoint import CheckpointError, extract_state_dict, load_checkpoint, read_checkpoint
+from fastsmooth.models.checkpoint import (
+    CheckpointError,
+    classes_in,
+    extract_state_dict,
+    load_checkpoint,
+    looks_like_torch_file,
+    read_checkpoint,
+)
 from fastsmooth.models.mnist import MnistCNN
 from fastsmooth.models.resnet110 import (
     CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, CohenCifarResNet, NormalizeLayer,
@@ -45,7 +52,8 @@ __all__ = [
     "build", "available", "load_checkpoint", "read_checkpoint", "extract_state_dict", "CheckpointError",
     "MnistCNN", "CifarResNet", "ImageNetResNet", "WideResNet", "CohenCifarResNet", "NormalizeLayer",
     "cifar_resnet18", "imagenet_resnet50", "wrn40_2", "cifar_resnet110", "cohen_architecture",
-    "CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "is_vit",
+    "CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "is_vit", "build_base",
+    "looks_like_torch_file", "classes_in",
 ]
 
 
@@ -107,3 +115,26 @@ def build(name: str, **kwargs) -> nn.Module:
             f"unknown model {name!r}; available: {', '.join(available())}, or a timm ViT name (vit_* / deit_*)"
         ) from None
     return factory(**kwargs)
+
+
+def build_base(arch: str, in_channels: int, num_classes: int, shape: Optional[Tuple[int, ...]] = None,
+               drop_tokens: Optional[bool] = None) -> nn.Module:
+    """The base network a method certifies: ``arch`` for ``in_channels`` inputs (the method's
+    encoding of the images, e.g. 2C channels for ablation) and ``num_classes`` outputs.
+
+    Smoothed ViTs are built at the data's image size ``shape`` ([C, H, W]; timm names) and token
+    mode ``drop_tokens``; the ``cohen_*`` networks are fixed by the authors' checkpoints.
+
+    Raises:
+        ValueError: unknown ``arch``, or a ``cohen_*`` network given other than 3 input channels.
+    """
+    if is_vit(arch):
+        kwargs: Dict[str, Any] = {} if drop_tokens is None else {"drop_tokens": bool(drop_tokens)}
+        if shape is not None and arch.startswith(_TIMM_PREFIXES):
+            kwargs["img_size"] = tuple(shape[1:])
+        return build(arch, in_channels=in_channels, num_classes=num_classes, **kwargs)
+    if arch.startswith("cohen_"):  # fixed by the authors' checkpoints: 3 channels, no keywords
+        if in_channels != 3:
+            raise ValueError(f"{arch} takes 3 input channels, but the method gives the model {in_channels}")
+        return build(arch)
+    return build(arch, in_channels=in_channels, num_classes=num_classes)

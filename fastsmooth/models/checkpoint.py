@@ -22,13 +22,13 @@ import os
 import pickle
 import warnings
 from collections.abc import Mapping
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["CheckpointError", "load_checkpoint", "extract_state_dict", "read_checkpoint"]
+__all__ = ["CheckpointError", "load_checkpoint", "extract_state_dict", "read_checkpoint", "looks_like_torch_file", "classes_in"]
 
 #: Keys under which training scripts nest the state dict, tried in this order.
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "net")
@@ -218,3 +218,23 @@ def load_checkpoint(model: nn.Module, path_or_state: PathOrState, strict: bool =
             + _key_hint(missing, unexpected)
         )
     return model.load_state_dict(state, strict=False)
+
+
+def looks_like_torch_file(path: Union[str, os.PathLike]) -> bool:
+    """Whether ``path`` starts like a torch.save file: a zip archive, or (legacy files) a pickle,
+    whose first byte is PROTO 0x80. Checked before loading so that e.g. a text file gets a plain
+    message, not an unpickling error."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head[:2] == b"PK" or head[:1] == b"\x80"
+
+
+def classes_in(obj: Any) -> Optional[int]:
+    """Output classes of a checkpoint without metadata: rows of its last 2-D weight (None if
+    the object holds no state dict or no 2-D weight)."""
+    try:
+        state = extract_state_dict(obj)
+    except ValueError:
+        return None
+    last = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
+    return int(last[-1].shape[0]) if last else None

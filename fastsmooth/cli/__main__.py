@@ -1,0 +1,5 @@
+import sys
+
+from fastsmooth.cli import main
+
+sys.exit(main())
