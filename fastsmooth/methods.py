@@ -384,6 +384,8 @@ _VIT_VARIANTS = {
 
 def for_vit(method: Method, model: nn.Module) -> Method:
     """The smoothed-ViT variant of a patch method (semantics.md §10), for a ``TokenViT`` ``model``.
+    PatchCleanser is returned unchanged: its masks are set to 0 in the pixels, and the ViT sees
+    every token (semantics.md §11).
 
     The model sees C channels (not 2C) and is trained with one random band / block per
     minibatch (``--per batch``, the default, as the authors) or per image (``--per image``:
@@ -401,6 +403,8 @@ def for_vit(method: Method, model: nn.Module) -> Method:
         token_training_noise,
     )
 
+    if method.name == "patchcleanser":  # masks pixels: the ViT sees whole masked images (semantics.md §11)
+        return method
     if method.name not in _VIT_VARIANTS:
         raise ValueError(f"method {method.name!r} has no smoothed-ViT variant; with a ViT use "
                          f"{', '.join(_VIT_VARIANTS)}")
