@@ -1,16 +1,22 @@
-"""Turn a pytest-benchmark JSON file into the README's performance table.
+"""Turn a pytest-benchmark JSON file into the performance tables.
 
     pytest benchmarks --benchmark-only --benchmark-json=bench.json
-    python benchmarks/report.py bench.json --readme README.md
+    python benchmarks/report.py bench.json --results benchmarks/results
 
 One row per benchmark group: the primary (fastsmooth) median and, from the same run, its
-ratio to the floor and to the naive implementation. With --readme, the table replaces the
-text between the markers <!-- bench:start --> and <!-- bench:end -->.
+ratio to the floor and to the naive implementation. With --results, the tables are written as
+CSV files whose names and ``# machine:`` / ``# software:`` lines record where and with what
+they were measured; the docs' performance page renders every such file (docs/performance.md).
+With --readme, the Markdown table replaces the text between the markers <!-- bench:start -->
+and <!-- bench:end --> of that file.
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
+import platform
 import re
 from pathlib import Path
 
@@ -98,10 +104,49 @@ def markdown(table: list[dict], machine: str) -> str:
     return "\n".join(lines)
 
 
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")
+
+
+def write_csv(table: list[dict], directory: Path, machine: str, software: dict[str, str]) -> list[Path]:
+    """The certification and batch-creation tables as CSV files under ``directory``, named
+    ``<table>_<machine>_<software>.csv`` and headed by ``# key: value`` lines."""
+    directory.mkdir(parents=True, exist_ok=True)
+    versions = "_".join(f"{name}{version}" for name, version in software.items())
+    header = [f"# machine: {machine}", "# software: " + ", ".join(f"{k} {v}" for k, v in software.items()),
+              "# command: pytest benchmarks --benchmark-only, then python benchmarks/report.py",
+              "# conditions: medians of one run; every ratio compares figures from that same run"]
+    kinds = {
+        "certification": ("certify", ["benchmark", "images", "fastsmooth s", "s / image", "fastsmooth / floor",
+                                      "naive / fastsmooth"]),
+        "batch-creation": ("copy", ["benchmark", "fastsmooth s", "fastsmooth / copy floor", "naive / fastsmooth",
+                                    "reused out= s", "reused / copy floor", "naive / reused"]),
+    }
+    written = []
+    for name, (kind, columns) in kinds.items():
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for r in (r for r in table if r["kind"] == kind):
+            label = r["group"] + (" (lockstep)" if r["lockstep"] else "")
+            if kind == "certify":
+                writer.writerow([label, _f(r["images"], "d"), f"{r['seconds']:.4g}", _f(r["per_image"], ".4g"),
+                                 _f(r["vs_floor"], ".3f"), _f(r["naive_over"], ".2f")])
+            else:
+                writer.writerow([label, f"{r['seconds']:.4g}", _f(r["vs_floor"], ".2f"), _f(r["naive_over"], ".2f"),
+                                 _f(r["reused"], ".4g"), _f(r["reused_vs_floor"], ".2f"),
+                                 _f(r["naive_over_reused"], ".2f")])
+        path = directory / f"{name}_{_slug(machine)}_{versions}.csv"
+        path.write_text("\n".join(header) + "\n" + out.getvalue())
+        written.append(path)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("json", type=Path)
-    parser.add_argument("--readme", type=Path, help="README to update between the bench markers")
+    parser.add_argument("--readme", type=Path, help="Markdown file to update between the bench markers")
+    parser.add_argument("--results", type=Path, help="folder to write the tables to as CSV files (benchmarks/results)")
     args = parser.parse_args(argv)
     data = json.loads(args.json.read_text())
     table = rows(data)
@@ -111,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         [b.get("extra_info", {}).get("device", "") for b in data["benchmarks"]]) else cpu.get("brand_raw", "?")
     text = markdown(table, machine)
     print(text)
+    if args.results:
+        software = {"torch": data.get("machine_info", {}).get("torch", None) or _torch_version(),
+                    "python": platform.python_version()}
+        for path in write_csv(table, args.results, machine, software):
+            print(f"wrote {path}")
     if args.readme:
         readme = args.readme.read_text()
         if START not in readme or END not in readme:
@@ -118,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
         readme = re.sub(re.escape(START) + ".*?" + re.escape(END), START + "\n" + text + "\n" + END, readme, flags=re.S)
         args.readme.write_text(readme)
     return 0
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from fastsmooth._backend import BACKENDS, BackendInfo, FastsmoothWarning, backen
 from fastsmooth import ops
 from fastsmooth import models
 from fastsmooth.certificates import l0_delta, l0_radius
+from fastsmooth.engine import NonFiniteLogitsError
 from fastsmooth.evaluate import EvaluationSummary, evaluate
 from fastsmooth.reporting import Report, report
 from fastsmooth.smoothing import (
@@ -38,6 +39,7 @@ __all__ = [
     "BACKENDS",
     "BackendInfo",
     "FastsmoothWarning",
+    "NonFiniteLogitsError",
     "backends",
     "ops",
     "models",

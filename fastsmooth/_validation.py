@@ -152,9 +152,11 @@ def check_labels(labels: object, num_classes: int, name: str = "labels") -> torc
         if bool(bad.any()):
             where = int(bad.reshape(-1).nonzero()[0])
             at = f"{name}[{where}]" if t.dim() else name
-            raise ValueError(f"{at} = {int(t.reshape(-1)[where])}: labels must lie in [0, num_classes) = "
-                             f"[0, {num_classes}) (-1 is the abstain value, never a label); fix the labels "
-                             "or the number of classes (--num-classes)")
+            # num_classes = 2**62 stands for "unknown": say what is wrong without that bound
+            bound = f" = [0, {num_classes})" if num_classes < 1 << 62 else ""
+            raise ValueError(f"{at} = {int(t.reshape(-1)[where])}: labels must lie in [0, num_classes){bound} (-1 is "
+                             "the abstain value, never a label); fix the labels or the number of classes "
+                             "(--num-classes)")
     return t
 
 

@@ -18,6 +18,7 @@ are part of the fingerprint, so a level-mode file never resumes into a full-cert
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -44,6 +45,7 @@ from fastsmooth.results import (
 from fastsmooth.executors import BatchResult, Evaluable, Executor, LocalExecutor, WorkBatch
 from fastsmooth.executors.seeding import image_generator
 from fastsmooth.merge import SHARD_KEY, shard_entry
+from fastsmooth.outfiles import OutputLock, target, write_error
 
 DECIDE_KEY = "decide"  # the fingerprint entry of level mode: the levels decided
 from fastsmooth.shards import Shard, parse_shard
@@ -76,14 +78,17 @@ def _map_style(data: Any) -> bool:
     return isinstance(data, Dataset) and not isinstance(data, IterableDataset) and hasattr(data, "__len__")
 
 
-def _examples(data: Any, wanted: Callable[[int], bool | None]) -> Iterator[tuple[int, Any, Any]]:
+def _examples(
+    data: Any, wanted: Callable[[int], bool | None], passed: Callable[[int, Any, Any], None] | None = None
+) -> Iterator[tuple[int, Any, Any]]:
     """(index, image, label) as the data gives them, for every index ``wanted(index)`` accepts.
 
     A map-style Dataset is indexed directly, so skipped and finished images are not even
     loaded. Anything else is iterated: items are (image [C, H, W], label) pairs or
     (images [B, C, H, W], labels [B]) batches, as a DataLoader yields; a batch is told from a
     pair by its labels (a sequence, not one number), so [B, H, W] grayscale batches are not
-    taken for one image of B channels.
+    taken for one image of B channels. ``passed(index, image, label)`` sees the items of an
+    iterable that ``wanted`` turns down (they are read anyway).
     """
     if _map_style(data):
         for index in range(len(data)):
@@ -114,6 +119,8 @@ def _examples(data: Any, wanted: Callable[[int], bool | None]) -> Iterator[tuple
                 return
             if verdict:
                 yield index, image, label
+            elif passed is not None:
+                passed(index, image, label)
             index += 1
 
 
@@ -150,6 +157,19 @@ def _data_fingerprint(
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
         count += 1
     return {"data_sha256": digest.hexdigest(), "data_kind": type(data).__name__}, count
+
+
+#: the last column of a run over data that cannot be indexed (a DataLoader, an iterable): a
+#: digest of each image and label as read, so a resume that reads other images is refused
+DIGEST = "data_digest"
+
+
+def example_digest(index: int, image: torch.Tensor, label: int) -> str:
+    """sha256 (16 hex digits) of an example as the data gave it: index, label, dtype, shape, bytes."""
+    t = torch.as_tensor(image).detach().cpu().contiguous()
+    digest = hashlib.sha256(f"{index}:{int(label)}:{t.dtype}:{tuple(t.shape)}:".encode())
+    digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 FORWARDS = "forwards"
@@ -257,7 +277,11 @@ def evaluate(
     content hash). With ``resume`` an existing file is continued when its fingerprint equals
     this run's (its finished indices are skipped) and refused, naming every difference,
     when not; ``resume=False`` starts it anew. A resumed file must hold only images this
-    run selects, each once.
+    run selects, each once, in increasing order, every row valid (``check_rows``). The run
+    holds the file's lock (:class:`fastsmooth.outfiles.OutputLock`) throughout: a second
+    writer fails at once. For data that cannot be indexed, each row also records a digest of
+    its image and label (column ``data_digest``), checked when a resume passes the image again.
+    A shard that selects no image writes its header and returns a summary of count 0.
 
     seed: for a randomized smoother (``smoother.randomized``), image i is certified with a
     generator seeded from (seed, i) alone: the same seed gives the same rows whatever
@@ -305,6 +329,20 @@ def evaluate(
     length = len(data) if _map_style(data) else None
     if length == 0:
         raise ValueError("data holds no images")
+    with contextlib.ExitStack() as stack:
+        if output is not None and not target(output).stream:
+            # one writer per results file, for the whole run (resumed or not): taken first, so
+            # a second run fails at once instead of after hashing the data
+            stack.enter_context(OutputLock(target(output).path))
+        return _evaluate(smoother, data, levels, output, resume, skip, max, device, batch_images, progress, seed,
+                         fingerprint, executor, shard, decide, length, num_classes)
+
+
+def _evaluate(
+    smoother: Evaluable, data: Any, levels: list[float], output: Any, resume: bool, skip: int, max: int | None,  # noqa: A002
+    device: Any, batch_images: int, progress: bool, seed: int | None, fingerprint: Mapping[str, Any] | None,
+    executor: Executor, shard: Shard | None, decide: bool, length: int | None, num_classes: int | None,
+) -> EvaluationSummary:
     selected = _selection(skip, max, length)
     data_part, total = _data_fingerprint(data, selected, num_classes)
     run = {**run_fingerprint(smoother, skip=skip, max=max, seed=seed, device=executor.device(device), extra=fingerprint),
@@ -325,15 +363,29 @@ def evaluate(
 
     finished: list[Row] = []
     handle = None
+    digests = total is None  # data read once: each row records what it certified
     if output is not None:
-        extra = level_columns(levels) if decide else ()
+        extra = [*(level_columns(levels) if decide else ()), *([DIGEST] if digests else [])]
         finished, handle = open_for_run(output, run, columns_for(smoother.certificate_name, extra), resume)
         try:
-            check_rows(finished, lambda i: bool(in_run(i)), output)
+            check_rows(finished, lambda i: bool(in_run(i)), output, num_classes)
         except ResultsError:
             handle.close()
             raise
     done = {r.index for r in finished}
+    recorded = {r.index: r for r in finished} if digests else {}
+
+    def passed(index: int, image: Any, label: Any) -> None:
+        """A finished image of an iterable, read again: it must be the one its row certified."""
+        row = recorded.get(index)
+        if row is None:
+            return
+        image, label = check_example(image, label, index, num_classes, [])
+        if example_digest(index, image, label) != row.extra[-1]:
+            raise ResultsError(
+                f"results file {str(output)!r} line {row.number} certified image {index} with label {row.label}, but "
+                f"the data now gives another image or label {label} at index {index} (a shuffling DataLoader, or "
+                "changed data): not resuming; read the data in a fixed order, or start the file anew")
 
     def wanted(index: int) -> bool | None:
         verdict = in_run(index)
@@ -342,19 +394,26 @@ def evaluate(
     rows = list(finished)
     bar = tqdm(total=None if total is None else total - len(done), disable=not progress, desc="certify", unit="img")
     try:
-        batches = _batches(_examples(data, wanted), batch_images, num_classes, tuple(levels) if decide else None)
+        batches = _batches(_examples(data, wanted, passed if digests else None), batch_images, num_classes,
+                           tuple(levels) if decide else None)
         for batch, result in executor.run(smoother, batches, device, seed):
-            new = _rows(batch, result)
+            new = _rows(batch, result, digests)
             rows.extend(new)
             if handle is not None:
-                handle.write("".join(r.line() for r in new))
-                handle.flush()
+                try:
+                    handle.write("".join(r.line() for r in new))
+                    handle.flush()
+                except OSError as err:  # disk full...: say which file
+                    raise write_error(output, err) from err
             bar.update(len(new))
     finally:
         bar.close()
         if handle is not None:
-            handle.close()
-    if not rows:
+            try:
+                handle.close()
+            except OSError as err:
+                raise write_error(output, err) from err
+    if not rows and not (shard is not None and total == 0):  # an empty shard is a finished (empty) part
         raise ValueError(f"the selection (skip={skip}, max={max}) holds no images of the data")
     return _summary(rows, levels, run)
 
@@ -377,8 +436,11 @@ def _batches(
             group, sequence = [], sequence + 1
 
 
-def _rows(batch: WorkBatch, result: BatchResult) -> list[Row]:
+def _rows(batch: WorkBatch, result: BatchResult, digests: bool = False) -> list[Row]:
     extra = result.extra or ((),) * len(batch)
+    if digests:
+        extra = [(*more, example_digest(index, image, label))
+                 for more, index, image, label in zip(extra, batch.indices, batch.images, batch.labels, strict=True)]
     return [
         Row(index, label, pred, cert, pred == label, result.seconds_per_image, more)
         for index, label, pred, cert, more in zip(batch.indices, batch.labels, result.prediction, result.certificate,

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fastsmooth.outfiles import OutputLock, open_stream, target, write_atomically
 from fastsmooth.results import Results, ResultsError, Row, fingerprint_differences, header, read_results
 from fastsmooth.shards import Shard
 
@@ -108,9 +109,7 @@ def merge_parts(parts: Sequence[str | os.PathLike[str]]) -> Merged:
         shard, _ = _shard_of(path, results)
         expected = {p * skip for p in range(shard.index - 1, selected, count)}
         seen: set[int] = set()
-        for row in results.rows:
-            if row.index in seen:
-                raise MergeError(f"{path!r} holds image {row.index} twice (overlap): remove the duplicated row")
+        for row in results.rows:  # (read_results refuses an index twice in one file)
             if row.index not in expected:
                 owner = (row.index // skip) % count + 1 if row.index % skip == 0 and row.index // skip < selected else None
                 where = f"shard {owner}/{count}" if owner else "no shard of this run (outside its selection)"
@@ -126,15 +125,18 @@ def merge_parts(parts: Sequence[str | os.PathLike[str]]) -> Merged:
 
 
 def write_merged(merged: Merged, output: str | os.PathLike[str], parts: Sequence[str | os.PathLike[str]]) -> None:
-    """Write the merged run to ``output`` (refusing to overwrite one of its parts)."""
+    """Write the merged run to ``output`` (refusing to overwrite one of its parts), through a
+    symlink, under the output's lock (:mod:`fastsmooth.outfiles`)."""
     out = Path(output)
     if out.is_dir():
         raise MergeError(f"output {str(out)!r} is a directory; give the name of the merged results file")
     if any(out.exists() and Path(p).exists() and out.samefile(p) for p in parts):
         raise MergeError(f"output {str(out)!r} is one of the parts; give another file name")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(out.name + ".partial")
-    with temporary.open("w") as f:
-        f.write(header(merged.fingerprint, merged.columns))
-        f.write("".join(r.line() for r in merged.rows))
-    os.replace(temporary, out)
+    text = header(merged.fingerprint, merged.columns) + "".join(r.line() for r in merged.rows)
+    where = target(out)
+    if where.stream:  # /dev/stdout, a pipe: written in place, never replaced
+        with open_stream(where) as f:
+            f.write(text)
+        return
+    with OutputLock(where.path):  # not under a run or another merge writing the same file
+        write_atomically(where.path, text)

@@ -8,6 +8,8 @@ the ablation methods, C otherwise) and which image sizes it can use.
 Hyperparameter names (the papers' symbols in brackets):
 
 - ``size`` (s): band width / block side (patch methods, randomized band);
+- ``stride``: certify with the bands (blocks) starting at 0, stride, 2 stride, .. only (column,
+  row, block; a pair (rows, columns) for blocks); 1, every position, by default;
 - ``threshold`` (theta): vote threshold on the softmax, ``None`` for top-1 votes;
 - ``keep``: kappa (bands / tiles kept, multi-band / multi-block) or k (pixels kept, l0 ablation);
 - ``sigma``: noise level (DSSN / SSN / uniform / Gaussian); ``seed``: the DSSN offset vector's seed;
@@ -95,10 +97,30 @@ def _band_shape(hp: Hyper, H: int, W: int) -> None:
     axis = _band_axis(hp)
     length = W if axis == "column" else H
     _fits(hp["size"], "size", length, f"{H} x {W} images ({axis} bands)")
+    if "stride" in hp:
+        if isinstance(hp["stride"], (list, tuple)):
+            raise ValueError(f"stride={list(hp['stride'])}: {axis} bands take one stride (an integer); "
+                             "two (rows, columns) are for block smoothing")
+        _fits(hp["stride"], "stride", length, f"{H} x {W} images ({axis} bands)")
+
+
+def _block_stride(stride: Any) -> int | tuple[int, int]:
+    """A block stride as the smoother takes it: an integer, or a pair (rows, columns) from a list."""
+    if isinstance(stride, (list, tuple)):
+        if len(stride) != 2:
+            raise ValueError(f"stride={list(stride)} must be one integer or two (rows, columns), e.g. --stride 10 5")
+        return tuple(stride) if stride[0] != stride[1] else stride[0]
+    return stride
 
 
 def _block_shape(hp: Hyper, H: int, W: int) -> None:
     _fits(hp["size"], "size", min(H, W), f"{H} x {W} images (blocks)")
+    if "stride" in hp:
+        stride = _block_stride(hp["stride"])
+        rows, cols = stride if isinstance(stride, tuple) else (stride, stride)
+        if not (1 <= rows <= H and 1 <= cols <= W):
+            raise ValueError(f"stride={hp['stride']} cannot be used on {H} x {W} images (blocks): it must be in "
+                             f"[1, {H}] along the rows and [1, {W}] along the columns")
 
 
 def _multi_band_shape(hp: Hyper, H: int, W: int) -> None:
@@ -238,38 +260,48 @@ def _patch_kw(hp: Hyper) -> dict[str, Any]:
     return {"threshold": hp.get("threshold"), "mean": hp.get("mean"), "std": hp.get("std")}
 
 
+def _stride_kw(hp: Hyper) -> dict[str, Any]:
+    """The stride of strided column / row / block smoothing (not model-defining: a model
+    trained with ordinary ablation is certified at any stride, as Salman et al. do)."""
+    return {"stride": _block_stride(hp.get("stride", 1))}
+
+
 def _stat_kw(hp: Hyper) -> dict[str, Any]:
     return {"n0": hp["n0"], "n": hp["n"], "alpha": hp["alpha"]}
 
 
 _PATCH = {"size": None, "threshold": 0.3, "mean": None, "std": None}
+_STRIDED = {**_PATCH, "stride": 1}
 _STAT_PATCH = {"n0": 1000, "n": 10000, "alpha": 0.05}
 _STAT_L1 = {"n0": 64, "n": 100000, "alpha": 0.001, "sided": "two"}
 _PATCH_LEVELS = (1, 2, 3, 4, 5, 6, 7)
-_BAND_DESC = "{} smoothing (Levine & Feizi): every band of `size` {}s, wraparound"
+_BAND_DESC = "{} smoothing (Levine & Feizi): every band of `size` {}s, wraparound (or every `stride`-th)"
 
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method(
-            "column", _BAND_DESC.format("column", "column"), {**_PATCH},
+            "column", _BAND_DESC.format("column", "column"), {**_STRIDED},
             ("size", "mean", "std"), True,
-            lambda model, k, hp, bs: ColumnSmoothing(model, k, hp["size"], batch_size=bs, **_patch_kw(hp)),
+            lambda model, k, hp, bs: ColumnSmoothing(model, k, hp["size"], batch_size=bs, **_patch_kw(hp),
+                                                     **_stride_kw(hp)),
             _band_noise, _band_shape, _PATCH_LEVELS, ("image", "batch"),
         ),
         Method(
             "row", _BAND_DESC.format("row", "row") + "; --transposed for models trained on transposed images",
-            {**_PATCH, "transposed": False}, ("size", "mean", "std", "transposed"), True,
+            {**_STRIDED, "transposed": False}, ("size", "mean", "std", "transposed"), True,
             lambda model, k, hp, bs: RowSmoothing(
-                model, k, hp["size"], batch_size=bs, transposed=bool(hp["transposed"]), **_patch_kw(hp)
+                model, k, hp["size"], batch_size=bs, transposed=bool(hp["transposed"]), **_patch_kw(hp),
+                **_stride_kw(hp)
             ),
             lambda hp, per: _band_noise({**hp, "axis": "row"}, per),
             lambda hp, H, W: _band_shape({**hp, "axis": "row"}, H, W), _PATCH_LEVELS, ("image", "batch"),
         ),
         Method(
-            "block", "block smoothing: every `size` x `size` block, wraparound", {**_PATCH},
-            ("size", "mean", "std"), True,
-            lambda model, k, hp, bs: BlockSmoothing(model, k, hp["size"], batch_size=bs, **_patch_kw(hp)),
+            "block", "block smoothing: every `size` x `size` block, wraparound (or every `stride`-th corner per axis)",
+            {**_STRIDED}, ("size", "mean", "std"), True,
+            lambda model, k, hp, bs: BlockSmoothing(model, k, hp["size"], batch_size=bs, **_patch_kw(hp),
+                                                    **_stride_kw(hp)),
             _block_noise, _block_shape, _PATCH_LEVELS, ("image", "batch"),
         ),
         Method(
@@ -358,6 +390,9 @@ def resolve(method: Method, given: Mapping[str, Any], shape: tuple[int, int, int
     Unknown names are refused; required ones (default ``None`` and not optional) must be
     given; with ``shape`` (C, H, W) the image size is checked against the method.
     """
+    if given.get("stride") is not None and "stride" not in method.defaults:
+        raise ValueError(f"stride={given['stride']!r} has no meaning for method {method.name!r} (only column, row and "
+                         "block smoothing retain every stride-th position); drop --stride or use one of those methods")
     unknown = sorted(set(given) - set(method.defaults))
     if unknown:
         raise ValueError(f"method {method.name!r} has no hyperparameter(s) {unknown}; it takes {sorted(method.defaults)}")
@@ -385,7 +420,7 @@ _VIT_VARIANTS = {
 def for_vit(method: Method, model: nn.Module) -> Method:
     """The smoothed-ViT variant of a patch method (semantics.md §10), for a ``TokenViT`` ``model``.
     PatchCleanser is returned unchanged: its masks are set to 0 in the pixels, and the ViT sees
-    every token (semantics.md §11).
+    every token (semantics.md §13).
 
     The model sees C channels (not 2C) and is trained with one random band / block per
     minibatch (``--per batch``, the default, as the authors) or per image (``--per image``:
@@ -403,7 +438,7 @@ def for_vit(method: Method, model: nn.Module) -> Method:
         token_training_noise,
     )
 
-    if method.name == "patchcleanser":  # masks pixels: the ViT sees whole masked images (semantics.md §11)
+    if method.name == "patchcleanser":  # masks pixels: the ViT sees whole masked images (semantics.md §13)
         return method
     if method.name not in _VIT_VARIANTS:
         raise ValueError(f"method {method.name!r} has no smoothed-ViT variant; with a ViT use "
@@ -419,6 +454,8 @@ def for_vit(method: Method, model: nn.Module) -> Method:
         keep = (hp["keep"],) if kind.startswith("multi") else ()
         if bs != "auto":  # token batches need a number: "auto" keeps the ViT smoothers' default
             extra["batch_size"] = bs
+        if "stride" in hp:
+            extra.update(_stride_kw(hp))
         return smoother(m, k, hp["size"], *keep, normalize=hp["normalize"], drop_tokens=hp["drop_tokens"],
                         **_patch_kw(hp), **extra)
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from fastsmooth._validation import check_real
 from fastsmooth.evaluate import CERTIFIED_AT, DECIDE_KEY
 from fastsmooth.results import BASE_COLUMNS, MAGIC, Row, read_results
 
@@ -46,7 +47,8 @@ _RADIUS_NORMS = {
     "gaussian": "l2", "Smooth": "l2",
 }
 # hyperparameters worth naming in a curve's label, in this order
-_NAMED = ("size", "keep", "threshold", "sigma", "n", "alpha")
+_NAMED = ("size", "stride", "keep", "threshold", "sigma", "n", "alpha")
+_UNNAMED_DEFAULTS = {"stride": 1}  # named only when not the default (every position)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +186,7 @@ def _default_label(path: Path, fingerprint: dict[str, Any]) -> str:
     if not method:
         return path.stem
     hyper = fingerprint.get("hyperparameters") or {}
-    named = [f"{k}={hyper[k]}" for k in _NAMED if hyper.get(k) is not None]
+    named = [f"{k}={hyper[k]}" for k in _NAMED if hyper.get(k) is not None and hyper[k] != _UNNAMED_DEFAULTS.get(k)]
     return f"{method} ({', '.join(named)})" if named else str(method)
 
 
@@ -348,7 +350,7 @@ def report(
     certificate_name = runs[0].certificate_name
     if levels is None:
         levels = _nice_levels(runs)
-    levels = tuple(float(t) for t in levels)
+    levels = tuple(check_real(t, "levels entry") for t in levels)  # (NaN / Inf: refused, naming the value)
     if certificate_name == "patch_size" and any(t < 1 or t != int(t) for t in levels):
         raise ValueError(f"levels of patch-size runs must be integers >= 1, got {list(levels)}")
     table = [

@@ -13,17 +13,25 @@ A results file is tab-separated text:
 Two files belong to the same run exactly when their fingerprints are equal:
 :func:`fingerprint_differences` says how two fingerprints differ, in words. A run resumes a
 file only when the fingerprints are equal (:func:`open_for_run`); every row of a resumed
-file must be one the run asks for, at most once (:func:`check_rows`).
+file must be one the run asks for, at most once, in increasing index order, with a label the
+run's classes allow (:func:`check_rows`). Every row read back must be consistent on its own
+(:func:`read_results`): index and label >= 0, prediction >= -1 (the abstain value), ``correct``
+equal to ``prediction == label``, a finite certificate (nothing-certified is a negative value
+or 0, never NaN / Inf), and no index twice. Writers hold the file's lock
+(:class:`fastsmooth.outfiles.OutputLock`) for the whole run.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
+
+from fastsmooth.outfiles import open_stream, target, write_atomically, write_error
 
 __all__ = [
     "MAGIC",
@@ -63,6 +71,8 @@ class Row:
     correct: bool
     seconds: float
     extra: tuple[str, ...] = ()
+    #: the line of the file the row was read from (0: not read from a file)
+    number: int = dataclasses.field(default=0, compare=False, repr=False)
 
     def line(self) -> str:
         """The row as a line of the file (with its newline)."""
@@ -110,9 +120,31 @@ def _parse_row(fields: list[str], path: Path, number: int, line: str) -> Row:
         idx, label, pred, cert, correct, seconds = fields[:6]
         if correct not in ("0", "1"):
             raise ValueError(f"correct must be 0 or 1, got {correct!r}")
-        return Row(int(idx), int(label), int(pred), float(cert), correct == "1", float(seconds), tuple(fields[6:]))
+        row = Row(int(idx), int(label), int(pred), float(cert), correct == "1", float(seconds), tuple(fields[6:]),
+                  number)
     except ValueError as err:
         raise ResultsError(f"results file {str(path)!r} line {number} is not a valid row ({err}): {line!r}") from None
+    problem = _row_problem(row)
+    if problem:
+        raise ResultsError(f"results file {str(path)!r} line {number} is not a valid row ({problem}): {line!r}")
+    return row
+
+
+def _row_problem(row: Row) -> str | None:
+    """What makes a row impossible for any run to have written (None: nothing)."""
+    if row.index < 0:
+        return f"image index {row.index} is negative"
+    if row.label < 0:
+        return f"label {row.label} is negative"
+    if row.prediction < -1:
+        return f"prediction {row.prediction} is below -1 (the abstain value)"
+    if row.correct != (row.prediction == row.label):
+        return f"correct is {int(row.correct)} but prediction {row.prediction} {'!=' if row.correct else '=='} label {row.label}"
+    if not math.isfinite(row.certificate):
+        return f"certificate {row.certificate} is not finite (nothing certified is written as a negative number or 0)"
+    if not (math.isfinite(row.seconds) and row.seconds >= 0):
+        return f"time {row.seconds} is not a non-negative number of seconds"
+    return None
 
 
 def read_results(path: str | os.PathLike[str]) -> Results:
@@ -149,6 +181,7 @@ def read_results(path: str | os.PathLike[str]) -> Results:
     if len(columns) < len(BASE_COLUMNS) or columns[:3] != list(BASE_COLUMNS[:3]) or columns[4:6] != list(BASE_COLUMNS[4:6]):
         raise ResultsError(f"results file {str(path)!r} line 2 is not a column header {BASE_COLUMNS}: {lines[1]!r}")
     rows = []
+    first_line: dict[int, int] = {}
     for number, line in enumerate(lines[2:], start=3):
         if not line:
             continue
@@ -157,7 +190,13 @@ def read_results(path: str | os.PathLike[str]) -> Results:
             raise ResultsError(
                 f"results file {str(path)!r} line {number} has {len(fields)} fields, expected {len(columns)}: {line!r}"
             )
-        rows.append(_parse_row(fields, path, number, line))
+        row = _parse_row(fields, path, number, line)
+        if row.index in first_line:
+            raise ResultsError(f"results file {str(path)!r} line {number} repeats image {row.index} (first on line "
+                               f"{first_line[row.index]}): two runs wrote to it, or rows were pasted twice; remove "
+                               "the repeated rows or certify anew")
+        first_line[row.index] = number
+        rows.append(row)
     return Results(fingerprint, columns, rows)
 
 
@@ -193,13 +232,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def _write_header(path: Path, text: str) -> IO[str]:
     """Write the header to a new file atomically (a run killed meanwhile leaves no half header)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".partial")
-    with temporary.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+    write_atomically(path, text)
     return path.open("a")
 
 
@@ -215,11 +248,24 @@ def open_for_run(
     columns equal the run's; otherwise a :class:`ResultsError` lists every difference. A
     partial last line (a killed run) is cut off before appending. Without ``resume``, or for
     a new file, the file is (re)written with the run's header.
+
+    A symlink is written through (its target is the results file; the link stays). A special
+    file (``/dev/stdout``, a pipe, a device) is written in place: never replaced, never read
+    back, so never resumed.
     """
-    path = Path(path)
-    if path.is_dir():
+    if Path(path).is_dir():
         raise ResultsError(f"output {str(path)!r} is a directory; give the name of a results file")
+    where = target(path)
     text = header(fingerprint, columns)
+    if where.stream:
+        handle = open_stream(where)
+        try:
+            handle.write(text)
+            handle.flush()
+        except OSError as err:  # e.g. /dev/full
+            raise write_error(where.path, err) from err
+        return [], handle
+    path = where.path
     if not (resume and path.exists() and path.stat().st_size > 0):
         return [], _write_header(path, text)
     found = read_results(path)
@@ -239,17 +285,26 @@ def open_for_run(
     return found.rows, path.open("a")
 
 
-def check_rows(rows: Iterable[Row], wanted: Callable[[int], bool], path: str | os.PathLike[str]) -> None:
-    """Every row must be an image the run asks for (``wanted(index)``), and appear once."""
-    seen: set[int] = set()
+def check_rows(
+    rows: Iterable[Row], wanted: Callable[[int], bool], path: str | os.PathLike[str], num_classes: int | None = None
+) -> None:
+    """Every row must be an image the run asks for (``wanted(index)``), in increasing index
+    order (each once: the order the run writes them), with a label in [0, num_classes) when
+    ``num_classes`` is given. Refusals name the line."""
+    last: Row | None = None
     for row in rows:
-        if row.index in seen:
-            raise ResultsError(f"results file {str(path)!r} holds image {row.index} twice; "
-                               "remove the duplicated row or start the file anew")
+        where = f"results file {str(path)!r} line {row.number}"
+        if last is not None and row.index <= last.index:
+            what = "repeats" if row.index == last.index else "comes after"
+            raise ResultsError(f"{where}: image {row.index} {what} image {last.index} (line {last.number}); a run "
+                               "writes its images once each, in increasing order: start the file anew")
         if not wanted(row.index):
-            raise ResultsError(f"results file {str(path)!r} holds image {row.index}, which this run does not certify "
+            raise ResultsError(f"{where} holds image {row.index}, which this run does not certify "
                                "(outside its skip / max selection or the data set); start the file anew")
-        seen.add(row.index)
+        if num_classes is not None and row.label >= num_classes:
+            raise ResultsError(f"{where}: label {row.label} is outside [0, {num_classes}) of this run's "
+                               f"{num_classes} classes; start the file anew")
+        last = row
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

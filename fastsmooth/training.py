@@ -208,8 +208,12 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # a crash mid-save never leaves a truncated checkpoint behind
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)  # a crash mid-save never leaves a truncated checkpoint behind
+    except (OSError, RuntimeError) as err:  # disk full: torch's writer raises RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise OSError(getattr(err, "errno", None), f"writing the checkpoint {path} failed: {err}") from err
     return path
 
 

@@ -83,7 +83,7 @@ def test_resume_into_another_runs_file_is_refused(files, tmp_path):
     assert done.returncode == 0 and "images: 12 " in done.stdout
     lines = out.read_text().splitlines(keepends=True)
     out.write_text("".join(lines + [lines[-1]]))  # a duplicated row
-    user_error(certify(files, "column", out, "--max", "12"), "certify", "holds image 11 twice")
+    user_error(certify(files, "column", out, "--max", "12"), "certify", "line 15 repeats image 11 (first on line 14)")
     assert certify(files, "column2", out, "--max", "12", "--no-resume").returncode == 0
 
 

@@ -174,3 +174,10 @@ def test_certify_command_with_ray_writes_the_single_process_file(tmp_path, capsy
     assert main([*common, "--output", str(tmp_path / "ray.tsv"), "--ray", "--workers", "2"]) == 0
     assert "on 2 Ray worker(s), sampling seed 5" in capsys.readouterr().err
     assert _table(tmp_path / "ray.tsv") == _table(tmp_path / "local.tsv")
+
+
+def test_strided_column_smoothing_on_two_workers_equals_one_process(digits, tmp_path):
+    smoother = fastsmooth.ColumnSmoothing(_net(2), 10, size=4, threshold=0.3, batch_size=200, stride=5)
+    local = _run(smoother, digits, tmp_path / "local.tsv", LocalExecutor(), batch_images=6)
+    assert local[0]["hyperparameters"]["stride"] == 5
+    assert _run(smoother, digits, tmp_path / "ray.tsv", RayExecutor(workers=2), batch_images=4) == local

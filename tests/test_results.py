@@ -111,7 +111,7 @@ def test_duplicated_and_foreign_rows_are_errors(tmp_path):
     fastsmooth.evaluate(smoother, _data(), output=out, max=5, progress=False)
     lines = out.read_text().splitlines(keepends=True)
     out.write_text("".join(lines + [lines[3]]))
-    with pytest.raises(ResultsError, match="holds image 1 twice"):
+    with pytest.raises(ResultsError, match=r"line 8 repeats image 1 \(first on line 4\)"):
         fastsmooth.evaluate(smoother, _data(), output=out, max=5, progress=False)
     out.write_text("".join(lines + [lines[3].replace("1\t", "7\t", 1)]))
     with pytest.raises(ResultsError, match="holds image 7, which this run does not certify"):

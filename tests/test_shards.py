@@ -12,7 +12,7 @@ from torch.utils.data import TensorDataset
 import fastsmooth
 from fastsmooth.cli import main
 from fastsmooth.merge import MergeError, merge_parts, write_merged
-from fastsmooth.results import read_results
+from fastsmooth.results import ResultsError, read_results
 from fastsmooth.shards import Shard, parse_shard, selected
 
 
@@ -100,7 +100,7 @@ def test_merge_refuses_overlapping_rows(parts):
 
 def test_merge_refuses_a_duplicated_row(parts):
     _rewrite(parts[2], add=parts[2].read_text().splitlines(keepends=True)[2])
-    with pytest.raises(MergeError, match=r"holds image 4 twice"):
+    with pytest.raises(ResultsError, match=r"part3.tsv' line 6 repeats image 4 \(first on line 3\)"):
         merge_parts(parts)
 
 

@@ -21,6 +21,10 @@ IntOrTensor = int | torch.Tensor
 __all__ = [
     "band_delta",
     "block_delta",
+    "band_starts",
+    "bands_touched",
+    "strided_band_delta",
+    "strided_block_delta",
     "multi_band_delta",
     "multi_block_delta",
     "patch_deltas",
@@ -57,6 +61,81 @@ def band_delta(patch_size: IntOrTensor, size: int) -> IntOrTensor:
 def block_delta(patch_size: IntOrTensor, size: int) -> IntOrTensor:
     """Block smoothing: an m x m patch meets at most ``(m + s - 1)^2`` of the H * W block ablations."""
     return band_delta(patch_size, size) ** 2
+
+
+def band_starts(length: int, stride: int) -> torch.Tensor:
+    """The retained band starts of strided smoothing, 0, s, 2s, .. < length (int64): ceil(length / s)
+    of them (Salman et al.'s ``range(0, length, stride)``)."""
+    length = _check_positive(length, "length")
+    return torch.arange(0, length, check_int(stride, "stride", 1, length), dtype=torch.int64)
+
+
+def bands_touched(patch_size: IntOrTensor, size: int, stride: int, length: int) -> IntOrTensor:
+    """The largest number of the retained bands (starts ``band_starts(length, stride)``, width
+    ``size``, wraparound) that an m-wide patch, anywhere in the image (columns q .. q + m - 1,
+    0 <= q <= length - m), meets: the exact maximum over the patch positions.
+
+    Band p meets the patch iff p lies in the cyclic window {q - size + 1, .., q + m - 1} mod
+    length (m + size - 1 residues, all of them once that reaches length). With s dividing the
+    length this is min(ceil((m + size - 1) / s), length / s), the paper's count; otherwise the
+    last band before the wrap is closer than s to band 0 and a window across the wrap can hold
+    one band more than ceil((m + size - 1) / s): counting the window in the actual retained set
+    keeps the certificate sound there (and tight everywhere).
+    """
+    _check_patch(patch_size)
+    length = _check_positive(length, "length")
+    size = check_int(size, "size", 1, length)
+    stride = check_int(stride, "stride", 1, length)
+    m = torch.as_tensor(patch_size, dtype=torch.int64)
+    if m.numel() and int(m.max()) > length:
+        raise ValueError(f"patch_size must be <= the image's length {length} along the bands' axis, got {int(m.max())}")
+    retained = torch.zeros(length, dtype=torch.int64)
+    retained[::stride] = 1
+    # prefix sums over two turns of the circle: a window [a, a + w) with a < length, w <= length
+    prefix = torch.cat([torch.zeros(1, dtype=torch.int64), retained.repeat(2).cumsum(0)])
+    q = torch.arange(length, dtype=torch.int64)  # patch starts
+    flat = m.reshape(-1, 1).to("cpu")
+    first = (q - size + 1) % length  # [Q]
+    width = (flat + size - 1).clamp(max=length)  # [M, 1]
+    inside = prefix[first[None, :] + width] - prefix[first][None, :]  # [M, Q]
+    inside = torch.where(q[None, :] <= length - flat, inside, torch.zeros((), dtype=torch.int64))
+    most = inside.amax(dim=1)
+    if isinstance(patch_size, torch.Tensor):
+        return most.view(patch_size.shape).to(patch_size.device)
+    return int(most[0])
+
+
+def strided_band_delta(patch_size: IntOrTensor, size: int, stride: int, length: int) -> IntOrTensor:
+    """Band smoothing over the retained starts 0, s, 2s, .. (``stride`` s): Delta = the largest
+    number of them an m-wide patch meets (``bands_touched``). Stride 1 is ``band_delta``
+    (m + s - 1, today's value, bit for bit)."""
+    if check_int(stride, "stride", 1) == 1:
+        return band_delta(patch_size, size)
+    return bands_touched(patch_size, size, stride, length)
+
+
+def _pair(stride: int | Sequence[int]) -> tuple[int, int]:
+    """A block stride: one integer for both axes, or (rows, columns)."""
+    if isinstance(stride, (tuple, list)):
+        if len(stride) != 2:
+            raise ValueError(f"stride must be an integer or a pair (rows, columns), got {stride!r}")
+        return check_int(stride[0], "stride (rows)", 1), check_int(stride[1], "stride (columns)", 1)
+    stride = check_int(stride, "stride", 1)
+    return stride, stride
+
+
+def strided_block_delta(
+    patch_size: IntOrTensor, size: int, stride: int | Sequence[int], height: int, width: int
+) -> IntOrTensor:
+    """Block smoothing over the corners (i, j), i in 0, s_r, 2 s_r, .. < H and j in 0, s_c, .. < W:
+    an m x m patch meets a retained block iff its rows meet the block's rows and its columns
+    the block's columns, so Delta = bands_touched(rows) * bands_touched(columns) (the two
+    maxima are reached together: the patch's row and column positions are independent).
+    Stride 1 on both axes is ``block_delta``, bit for bit."""
+    rows, cols = _pair(stride)
+    if rows == cols == 1:
+        return block_delta(patch_size, size)
+    return bands_touched(patch_size, size, rows, height) * bands_touched(patch_size, size, cols, width)
 
 
 def _tiles_touched(patch_size: int, size: int) -> int:

@@ -48,6 +48,17 @@ def batch_size(text: str) -> int | str:
     return value
 
 
+def num_classes(text: str) -> int:
+    """--num-classes: an integer >= 2 (a classifier needs two classes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2 (the classes of the base model), got {text!r}")
+    return value
+
+
 def shard(text: str) -> Any:
     """--shard K/N, checked when the command line is read."""
     from fastsmooth.shards import parse_shard
@@ -62,6 +73,9 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.
 #: hyperparameter name -> (flags, argparse keywords); names as in fastsmooth.methods
 HYPER_FLAGS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "size": (("--size", "-s"), {"type": int, "help": "s: band width / block side (patch methods)"}),
+    "stride": (("--stride",), {"type": int, "nargs": "+", "metavar": "S",
+               "help": "column / row / block: certify with the bands (blocks) at 0, S, 2S, .. only (Salman et al.; "
+                       "blocks: S or S_ROWS S_COLS; default 1, every position)"}),
     "threshold": (("--threshold", "--theta"), {"type": threshold,
                   "help": "theta: vote for every class with softmax >= theta, or 'top1' (default 0.3)"}),
     "keep": (("--keep", "--kappa", "-k"), {"type": int,
@@ -103,7 +117,7 @@ def data_args(parser: argparse.ArgumentParser) -> None:
                              "digits) or 'demo-train' (the other 4000)")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="resize ImageFolder images")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument("--num-classes", type=int, help="default: recorded in the checkpoint / found in the data")
+    parser.add_argument("--num-classes", type=num_classes, help="default: recorded in the checkpoint / found in the data")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -116,15 +130,26 @@ def given_hyper(args: argparse.Namespace, method: _methods.Method | None = None)
     """The hyperparameter flags given; ``--seed`` counts only for methods whose model it
     defines (DSSN's offset vector); for the others it seeds the sampling (:func:`sampling_seed`)."""
     given = {name: getattr(args, name) for name in HYPER_FLAGS if getattr(args, name) is not None}
+    if isinstance(given.get("stride"), list) and len(given["stride"]) == 1:
+        given["stride"] = given["stride"][0]  # --stride S: one stride (bands; both axes of blocks)
     if method is not None and "seed" not in method.defaults:
         given.pop("seed", None)
     return given
 
 
+def randomized(method: _methods.Method) -> bool:
+    """Whether the method draws samples (n0 selection + n estimation samples) when certifying."""
+    return "n0" in method.defaults
+
+
 def sampling_seed(args: argparse.Namespace, method: _methods.Method) -> int | None:
     """The seed of a randomized method's sampling (default 0, so that every run is reproducible
-    and a resumed run gives the rows of an uninterrupted one); None for deterministic methods."""
-    if "seed" in method.defaults:
+    and a resumed run gives the rows of an uninterrupted one); None for the deterministic ones,
+    which draw nothing (DSSN's --seed defines its model; elsewhere a --seed is ignored, with a
+    warning, and recorded nowhere)."""
+    if not randomized(method):
+        if args.seed is not None and "seed" not in method.defaults:
+            warn(f"--seed {args.seed}: method {method.name!r} draws no samples; the seed is ignored")
         return None
     return 0 if args.seed is None else args.seed
 
@@ -133,7 +158,12 @@ def device(name: str | None) -> torch.device:
     """--device: 'auto' / None picks CUDA when there is one."""
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    chosen = torch.device(name)
+    try:
+        chosen = torch.device(name)
+    except RuntimeError:
+        raise CliError(f"--device {name}: not a device torch knows; use cpu, cuda or cuda:N") from None
+    if chosen.type not in ("cpu", "cuda"):
+        raise CliError(f"--device {name}: fastsmooth runs on cpu or cuda (cuda:N), not {chosen.type}")
     if chosen.type == "cuda" and not torch.cuda.is_available():
         raise CliError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
     return chosen
@@ -143,6 +173,9 @@ def load_data(spec: str, image_size: list[int] | None = None) -> torch.utils.dat
     """--data (see :func:`fastsmooth.data.load_dataset`), with its errors as one-line CLI errors."""
     from fastsmooth import data
 
+    if image_size is not None and not Path(spec).is_dir():
+        raise CliError(f"--image-size resizes the images of an image folder; --data {spec} is not one (its images keep "
+                       "their size): drop --image-size, or resize the tensors yourself")
     try:
         dataset = data.load_dataset(spec, image_size)
     except (ValueError, OSError) as err:

@@ -14,7 +14,10 @@ from fastsmooth.cli._args import CliError
 def add_parser(sub: Any) -> None:
     bench = sub.add_parser("bench", help="run the benchmarks (source checkout) and print the table")
     bench.add_argument("--json", default="bench.json", help="pytest-benchmark JSON output (default bench.json)")
-    bench.add_argument("--readme", help="also write the table into this README between its markers")
+    bench.add_argument("--readme", help="also write the table into this Markdown file between its markers")
+    bench.add_argument("--results", metavar="DIR",
+                       help="also write the tables as CSV files named after the machine and torch version "
+                            "(benchmarks/results: the docs' performance page renders them)")
     bench.add_argument("--paper", action="store_true", help="the papers' sizes (for a GPU machine)")
     bench.set_defaults(run=run)
 
@@ -41,4 +44,5 @@ def run(args: argparse.Namespace) -> int:
     if status != 0:
         return status
     extra = ["--readme", args.readme] if args.readme else []
+    extra += ["--results", str(Path(args.results).resolve())] if args.results else []
     return subprocess.call([sys.executable, str(report), args.json, *extra], cwd=root, env=env)

@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     drop = (meta or {}).get("hyperparameters", {}).get("drop_tokens")
     model = build_model(arch, in_channels, num_classes, shape, drop)
     models.load_checkpoint(model, obj)
+    _check_finite_weights(model, args.checkpoint)
     probe(model, in_channels, shape, arch, num_classes)
     if vit:
         method = _methods.for_vit(method, model)
@@ -141,10 +142,25 @@ def run(args: argparse.Namespace) -> int:
                        output=args.output, resume=not args.no_resume, skip=args.skip, max=args.max, device=where_to,
                        batch_images=args.batch_images, progress=not args.no_progress, seed=seed,
                        fingerprint=fingerprint, executor=executor, shard=args.shard, decide=args.decide)
+    if summary.count == 0:  # only a shard can select no image (a whole run that does is an error)
+        where = f"; its part {args.output} holds the header only and merges" if args.output else ""
+        print(f"shard {args.shard} holds no images of the selection (fewer selected images than shards){where}")
+        return 0
     print(format_summary(summary, smoother.certificate_name))
     if args.output:
         print(f"\nper-image results: {args.output}")
     return 0
+
+
+def _check_finite_weights(model: torch.nn.Module, path: str) -> None:
+    """A checkpoint with NaN / Inf weights gives a model whose logits are no votes: refused
+    before any work (the engine would refuse its logits anyway)."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise CliError(f"--checkpoint {path}: {name} holds {bad} NaN / Inf values (of {tensor.numel()}): the "
+                               "model's outputs are not votes; use a checkpoint saved before training diverged")
 
 
 def _read_checkpoint(path: str, allow_pickle: bool) -> Any:
@@ -198,13 +214,14 @@ def _executor(args: argparse.Namespace) -> Any:
         raise CliError(f"--device {args.device} applies to a run in this process; with --ray every worker uses its own "
                        "GPU (--gpus-per-worker, default 1 on a cluster with GPUs) or the CPU (--gpus-per-worker 0)")
     from fastsmooth.executors import RayExecutor, RayNotInstalled
-    from fastsmooth.executors.ray_pool import import_ray
+    from fastsmooth.executors.ray_pool import check_client, import_ray
 
+    address = None if args.ray == LOCAL_RAY else args.ray
     try:
         import_ray()
+        check_client(address)
     except RayNotInstalled as err:
         raise CliError(f"--ray: {err}") from None
-    address = None if args.ray == LOCAL_RAY else args.ray
     try:
         return RayExecutor(address=address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                            cpus_per_worker=args.cpus_per_worker)

@@ -67,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
             method = _methods.for_vit(method, model)
         except ValueError as err:
             raise CliError(f"--arch {args.arch}: {err}") from None
+    if args.stride is not None:
+        raise CliError(f"--stride {' '.join(map(str, args.stride))} applies to certification only: train with every "
+                       "position (as smoothed-vit does) and pass --stride to `fastsmooth certify`")
     hp = _methods.resolve(method, given_hyper(args, method), shape)
     per = args.per or method.per_choices[0]
     if per not in method.per_choices:

@@ -52,13 +52,14 @@ from fastsmooth.engine.deciders import (
 from fastsmooth.engine.items import Segment, Work, mix_seed, one_group, runs, spread
 from fastsmooth.engine.loop import Run, run
 from fastsmooth.engine.batching import BatchFormer
-from fastsmooth.engine.tally import Tally
+from fastsmooth.engine.tally import NonFiniteLogitsError, Tally
 
 __all__ = [
     "BatchFormer",
     "Decider",
     "Everything",
     "Margins",
+    "NonFiniteLogitsError",
     "Run",
     "Segment",
     "Sequential",

@@ -6,7 +6,7 @@ at each look and never changed afterwards (unit u of image b is always the same 
 as the engine requires). The Work that writes the inputs records the model's top-1 class of
 every unit in the log's ``preds``; :class:`DoubleMasking` reads them at its looks.
 
-The questions (Xiang et al. 2022, semantics.md §11), for M masks:
+The questions (Xiang et al. 2022, semantics.md §13), for M masks:
 
 - certification against a label y: certified iff every one- and two-mask prediction is y. The
   image stops at the first look that sees a prediction other than y (so the two-mask round

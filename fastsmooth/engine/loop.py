@@ -50,6 +50,10 @@ def run(
     round. Which forward a unit lands in never changes what the decider sees: a slot's next
     units are queued only after its look.
     Memory: one write's inputs, one forward's logits and the tally's buffer.
+
+    Raises :class:`~fastsmooth.engine.tally.NonFiniteLogitsError` if the model returned a NaN or
+    Inf logit in any row: checked on the device as the votes are counted, read at every host
+    look and before the counts are returned, so no answer comes from counts that saw one.
     """
     groups = getattr(work, "groups", one_group)
     former = BatchFormer(groups, getattr(work, "granule", 1))
@@ -66,7 +70,9 @@ def run(
             counts = None
             if decider.reads_counts:  # "device": no read-back (no wait for the device)
                 counts = tally.flush()[waiting]
-                counts = counts if decider.reads_counts == "device" else counts.cpu()
+                if decider.reads_counts != "device":
+                    counts = counts.cpu()
+                    tally.check()  # the read-back has waited for the device already
             for s, target in zip(waiting, decider.update(waiting, counts, [units[s] for s in waiting])):
                 if target is not None:
                     former.extend(s, target)
@@ -87,4 +93,6 @@ def run(
             tally.add(work.forward(inputs, row, row + rows), segments)
             row += rows
         waiting += former.completed()
-    return Run(tally.flush(), torch.tensor(units, dtype=torch.int64))
+    counts = tally.flush()
+    tally.check()  # no counts (hence no answer) leave the engine if a logit was NaN / Inf
+    return Run(counts, torch.tensor(units, dtype=torch.int64))

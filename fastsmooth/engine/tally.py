@@ -11,6 +11,19 @@ from fastsmooth.engine.items import Segment
 PENDING_LOGITS = 1 << 22  # logits (floats) held before their votes are counted
 
 
+class NonFiniteLogitsError(ValueError):
+    """The base model returned NaN or Inf logits: such a row is no vote (the argmax of a NaN row
+    is an arbitrary class), so counts that saw one give no answer."""
+
+    def __init__(self, bad: int, rows: int) -> None:
+        self.bad, self.rows = bad, rows
+        super().__init__(
+            f"the base model returned non-finite logits (NaN or Inf) for {bad} of the {rows} rows (ablations / noise "
+            f"samples) evaluated: they are not votes, so nothing is predicted or certified; check the model's weights "
+            f"(e.g. all(p.isfinite().all() for p in model.parameters())) and what it does with its inputs"
+        )
+
+
 class Tally:
     """``counts[slot]`` += votes of the rows of each segment.
 
@@ -31,6 +44,10 @@ class Tally:
         self.held = 0
         self.slots: list[int] = []  # the slot of each group of held rows...
         self.rows: list[int] = []  # ...and its number of rows
+        # Rows with a non-finite logit, summed on the device (no host sync per forward): read by
+        # check(), which the engine calls wherever counts leave it.
+        self.nonfinite = torch.zeros((), dtype=torch.int64, device=device)
+        self.voted = 0  # rows counted so far
 
     def add(self, logits: torch.Tensor, segments: Sequence[Segment]) -> None:
         """Votes of ``logits`` (rows in segment order) go to the segments' slots."""
@@ -54,6 +71,15 @@ class Tally:
         self.rows.clear()
         return self.counts
 
+    def check(self) -> None:
+        """Raises :class:`NonFiniteLogitsError` if any row counted so far had a NaN / Inf logit
+        (one read of a device scalar: call it where counts are read anyway)."""
+        bad = int(self.nonfinite)
+        if bad:
+            raise NonFiniteLogitsError(bad, self.voted)
+
     def _count(self, logits: torch.Tensor, slots: list[int], rows: list[int]) -> None:
+        self.nonfinite += logits.isfinite().all(dim=1).logical_not_().sum()
+        self.voted += logits.shape[0]
         slot = torch.from_numpy(np.repeat(np.asarray(slots, dtype=np.int64), rows))  # (one call, not three)
         self.counts.index_add_(0, slot.to(self.counts.device), self.votes(logits))

@@ -31,7 +31,8 @@ from fastsmooth.results import smoother_fingerprint
 
 __all__ = ["RayExecutor", "RayNotInstalled", "import_ray"]
 
-INSTALL_HINT = 'pip install "fastsmooth[ray]"  (or: pip install "ray==2.60.0")'
+INSTALL_HINT = 'pip install "fastsmooth[ray]"  (or: pip install "ray[client]==2.60.0")'
+CLIENT_HINT = 'pip install "ray[client]==2.60.0" (grpcio; fastsmooth\'s ray extra includes it)'
 
 
 class RayNotInstalled(ImportError):
@@ -46,6 +47,18 @@ def import_ray() -> Any:
         raise RayNotInstalled(f"certifying on Ray needs the ray package, which is not installed here: {INSTALL_HINT} "
                               f"({err})") from err
     return ray
+
+
+def check_client(address: str | None) -> None:
+    """A ``ray://`` address needs Ray's client (grpcio), which plain ``ray`` does not install:
+    say so in one line instead of Ray's traceback."""
+    if address is None or not address.startswith("ray://"):
+        return
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        raise RayNotInstalled(f"connecting to {address} needs Ray's client, which is not installed here: "
+                              f"{CLIENT_HINT}") from None
 
 
 class CertifyWorker:
@@ -128,8 +141,13 @@ class RayExecutor(Executor):
     def _connect(self) -> Any:
         ray = import_ray()
         if not ray.is_initialized():
+            check_client(self.address)
             options = {"include_dashboard": False, "log_to_driver": True, **self.init_options}
             ray.init(address=self.address or "local", **options)  # "local": a new instance, never a stray cluster
+            if self.address is None:  # our own instance: its processes end with this process, however it ends
+                from fastsmooth.executors.ray_reaper import reap_on_exit
+
+                reap_on_exit(ray)
         return ray
 
     def _shape(self, ray: Any) -> tuple[int, float, float]:

@@ -345,7 +345,7 @@ def certify(
         raise ValueError(f"x must be images [N, C, H, W], got shape {tuple(x.shape)}")
     if generator is None and seed is not None:
         generator = torch.Generator().manual_seed(seed)
-    predictions, radii = [], []
+    predictions, radii = [np.zeros(0, np.int64)], [np.zeros(0, np.float64)]  # (no images: empty arrays)
     per_call = max(1, 16 * batch_size // max(1, n))  # images per call: progress without starving the batches
     for start in tqdm(range(0, len(images), per_call), disable=not verbose, desc="certify", unit="call"):
         result = smooth.certify_batch(images[start : start + per_call], smooth.n0, n, smooth.alpha, batch_size,

@@ -93,6 +93,7 @@ class BaseSmoother:
     """
 
     certificate_name = "certificate"  # "patch_size" or "radius" in subclasses
+    doubles_channels = False  # the ablation smoothers feed the model [x, 1 - x]: 2C channels
 
     def __init__(
         self,
@@ -148,6 +149,26 @@ class BaseSmoother:
             raise TypeError(f"the images are {inputs.dtype} but the base model's parameters are {p.dtype}: convert "
                             f"one of them (x.to({p.dtype}) or model.to({inputs.dtype}))")
 
+    def _check_input_channels(self, inputs: torch.Tensor) -> None:
+        """Names the channels the model's first layer takes and the ones its inputs have (else
+        torch fails inside that layer with a matmul or weight-shape message). Called when a
+        forward fails."""
+        if not isinstance(self.model, nn.Module) or inputs.dim() != 4:
+            return
+        first = next((m for m in self.model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+        given = inputs.shape[1]
+        if isinstance(first, nn.Conv2d) and first.in_channels != given:
+            expected = f"{first.in_channels} input channels"
+        elif isinstance(first, nn.Linear) and first.in_features != inputs[0].numel():
+            if first.in_features % (inputs.shape[2] * inputs.shape[3]):
+                return  # not a flattened image of this size: nothing sure to say
+            expected = f"{first.in_features // (inputs.shape[2] * inputs.shape[3])} input channels"
+        else:
+            return
+        encoded = " (ablation gives it 2C channels: [x, 1 - x] of C-channel images)" if self.doubles_channels else ""
+        raise ValueError(f"the base model takes {expected} but gets {given}{encoded}: certify images with the "
+                         "channels it was trained on, or build it for these")
+
     def _eval(self) -> None:
         # eval() walks every submodule: once per certification, not once per chunk.
         if isinstance(self.model, nn.Module) and self.model.training:
@@ -177,6 +198,7 @@ class BaseSmoother:
                         out = self.model(inputs)
         except RuntimeError:
             self._check_input_dtype(inputs)  # names a dtype mismatch, the usual cause, if it is one
+            self._check_input_channels(inputs)  # or a channel count the model was not built for
             raise
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"the base model returned a {type(out).__name__}, expected one logits tensor "

@@ -43,6 +43,8 @@ class RandomizedAblation(BaseSmoother):
         backend, autocast, memory_format: as in :class:`BaseSmoother`.
     """
 
+    doubles_channels = True
+
     certificate_name = "radius"
     randomized = True  # fastsmooth.evaluate seeds it per image (evaluate_batch's generator)
 

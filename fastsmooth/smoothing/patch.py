@@ -24,7 +24,10 @@ from torch import nn
 from fastsmooth._validation import check_image_batch, check_int, check_real, check_stats
 from fastsmooth.certificates.patch import (
     band_delta,
-    block_delta,
+    band_starts,
+    certify_counts,
+    strided_band_delta,
+    strided_block_delta,
     certify_counts,
     largest_certified_patch,
     multi_band_delta,
@@ -34,7 +37,7 @@ from fastsmooth.certificates.patch import (
 )
 from fastsmooth.engine import Decider, Everything, Margins, Segment, Sequential, runs, spread
 from fastsmooth.ops.ablation import ablation_kernel
-from fastsmooth.ops.ablation.masks import KeepMasks, cached_masks
+from fastsmooth.ops.ablation.masks import KeepMasks, cached_masks, strided_corners
 from fastsmooth.smoothing.base import BaseSmoother, Certified, Decided, MemoryFormat
 from fastsmooth.smoothing.sequential import decide_sequentially
 from fastsmooth.stats import clopper_pearson_lower
@@ -69,6 +72,7 @@ class _AblationSmoother(BaseSmoother):
     """Shared engine: votes of the base model over a set of ablations of each image."""
 
     certificate_name = "patch_size"
+    doubles_channels = True
 
     def __init__(
         self,
@@ -133,13 +137,13 @@ class _AblationSmoother(BaseSmoother):
         megabytes at a time by the engine's tally, for the same reason.
         """
         B = x.shape[0]
-        if B == 0:  # an empty batch (the input contract allows it): no work, no forward
-            return torch.zeros(0, self.num_classes, dtype=torch.int64, device=x.device)
         work = _AblationWork(self, x, masks_for)
         decider = Everything(total) if decider is None else decider
         slots = [(b, b) for b in range(B)]
-        batch = self.forward_batch(work, 0, decider.rows_hint(B))
-        ablated_bytes = 2 * x[0].numel() * x.element_size()
+        # An empty batch runs no forward (nothing to time a batch size on), but still goes through
+        # the engine, so that counts, units and the decider's answers are empty alike.
+        batch = self.forward_batch(work, 0, decider.rows_hint(B)) if B else 1
+        ablated_bytes = 2 * math.prod(x.shape[1:]) * x.element_size()  # (x[0] fails on an empty batch)
         forwards_per_write = max(1, _WRITE_BYTES // (batch * ablated_bytes))
         return self.run_work(work, decider, slots, x.device, forwards_per_write, batch).counts
 
@@ -225,7 +229,7 @@ class PatchSmoother(_AblationSmoother, abc.ABC):
         """Exact early exit at margins ``votes`` (2 Delta per level), ablations in spread order."""
         H, W = self._shape(x)
         masks = self.masks(H, W, x.device)
-        key = (H, W, x.device, masks.count)
+        key = (H, W, x.device, masks.count, getattr(self, "stride", 1))  # the stride: another set of ablations
         if getattr(self, "_spread_key", None) != key:  # the spread-order copy, once per shape
             order = spread(masks.count).to(masks.rows.device)
             self._spread = masks.select(order)
@@ -287,6 +291,12 @@ class PatchSmoother(_AblationSmoother, abc.ABC):
 class ColumnSmoothing(PatchSmoother):
     """Column smoothing: W bands of ``size`` columns, with wraparound; Delta = m + s - 1.
 
+    ``stride`` s > 1 keeps only the bands starting at columns 0, s, 2s, .. (ceil(W / s)
+    forwards per image instead of W; Salman et al. 2022); Delta is then the largest number
+    of those bands an m-wide patch meets (``certificates.bands_touched``: ceil((m + size - 1) / s)
+    when s divides W, exact otherwise). Models trained with ordinary band ablation are
+    certified with any stride, as the authors do.
+
     ``threshold`` theta: an ablation votes for every class with softmax >= theta (the authors
     use 0.2 or 0.3); ``None``: one vote for the argmax class. ``mean`` / ``std`` normalize x
     per channel before the ``[x, 1 - x]`` encoding. ``batch_size`` bounds the ablated images
@@ -297,16 +307,47 @@ class ColumnSmoothing(PatchSmoother):
 
     axis = "column"
 
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        size: int,
+        threshold: float | None = None,
+        mean: Stats = None,
+        std: Stats = None,
+        batch_size: int | str = "auto",
+        backend: str = "auto",
+        autocast: torch.dtype | None = None,
+        memory_format: MemoryFormat = "auto",
+        stride: int = 1,
+    ) -> None:
+        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast, memory_format)
+        self.stride = _check_positive(stride, "stride")
+
+    def _length(self, height: int, width: int) -> int:
+        """The length of the bands' axis, with the size and the stride checked against it."""
+        length = width if self.axis == "column" else height
+        check_int(self.size, "size", 1, length)
+        if self.stride > length:
+            raise ValueError(f"stride={self.stride} is larger than the {length} {self.axis}s of a {height} x {width} "
+                             f"image; use a stride in [1, {length}]")
+        return length
+
+    def positions(self, height: int, width: int) -> torch.Tensor:
+        """The band starts this smoother retains: 0, s, 2s, .. (every start at stride 1), int64."""
+        return band_starts(self._length(height, width), self.stride)
+
     def masks(self, height: int, width: int, device: torch.device) -> KeepMasks:
-        check_int(self.size, "size", 1, width if self.axis == "column" else height)
-        return cached_masks("band", height, width, self.size, 0, self.axis, device)
+        self._length(height, width)
+        return cached_masks("band", height, width, self.size, 0, self.axis, device, self.stride)
 
     def delta(self, patch_size: int | torch.Tensor, height: int, width: int) -> int | torch.Tensor:
-        return band_delta(patch_size, self.size)
+        return strided_band_delta(patch_size, self.size, self.stride, self._length(height, width))
 
 
 class RowSmoothing(ColumnSmoothing):
-    """Row smoothing: H bands of ``size`` rows (wraparound); Delta = m + s - 1.
+    """Row smoothing: H bands of ``size`` rows (wraparound); Delta = m + s - 1. ``stride``: as
+    :class:`ColumnSmoothing`, along the rows.
 
     ``transposed=True`` certifies models trained on transposed images (the authors' MNIST row
     models): each image is transposed, then column bands are used, which is what those
@@ -326,8 +367,10 @@ class RowSmoothing(ColumnSmoothing):
         autocast: torch.dtype | None = None,
         memory_format: MemoryFormat = "auto",
         transposed: bool = False,
+        stride: int = 1,
     ) -> None:
-        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast, memory_format)
+        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast, memory_format,
+                         stride)
         if not isinstance(transposed, bool):
             raise TypeError(f"transposed must be a bool, got {transposed!r}")
         self.transposed = transposed
@@ -339,14 +382,57 @@ class RowSmoothing(ColumnSmoothing):
 
 
 class BlockSmoothing(PatchSmoother):
-    """Block smoothing: H * W blocks of ``size`` x ``size`` (wraparound, i-major); Delta = (m + s - 1)^2."""
+    """Block smoothing: H * W blocks of ``size`` x ``size`` (wraparound, i-major); Delta = (m + s - 1)^2.
+
+    ``stride``: an integer, or (rows, columns): only the corners (i, j) with i in 0, s_r, 2 s_r, ..
+    and j in 0, s_c, 2 s_c, .. are kept (i-major); Delta is the product of the two axes'
+    ``certificates.bands_touched``. Stored as given (an integer or a tuple).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        size: int,
+        threshold: float | None = None,
+        mean: Stats = None,
+        std: Stats = None,
+        batch_size: int | str = "auto",
+        backend: str = "auto",
+        autocast: torch.dtype | None = None,
+        memory_format: MemoryFormat = "auto",
+        stride: int | tuple[int, int] = 1,
+    ) -> None:
+        super().__init__(model, num_classes, size, threshold, mean, std, batch_size, backend, autocast, memory_format)
+        if isinstance(stride, (tuple, list)):
+            if len(stride) != 2:
+                raise ValueError(f"stride must be an integer or a pair (rows, columns), got {stride!r}; "
+                                 "e.g. stride=10 or stride=(10, 5)")
+            stride = (_check_positive(stride[0], "stride (rows)"), _check_positive(stride[1], "stride (columns)"))
+        else:
+            stride = _check_positive(stride, "stride")
+        self.stride = stride
+
+    def _pair(self, height: int, width: int) -> tuple[int, int]:
+        """(row stride, column stride), checked against the image, with the size."""
+        check_int(self.size, "size", 1, min(height, width))
+        pair = self.stride if isinstance(self.stride, tuple) else (self.stride, self.stride)
+        for value, length, what in ((pair[0], height, "rows"), (pair[1], width, "columns")):
+            if value > length:
+                raise ValueError(f"stride={self.stride} is larger than the {length} {what} of a {height} x {width} "
+                                 f"image; use a stride in [1, {min(height, width)}] (or a pair (rows, columns))")
+        return pair
+
+    def positions(self, height: int, width: int) -> torch.Tensor:
+        """The block corners i * W + j this smoother retains, i-major (all H * W at stride 1), int64."""
+        return strided_corners(height, width, self._pair(height, width))
 
     def masks(self, height: int, width: int, device: torch.device) -> KeepMasks:
-        check_int(self.size, "size", 1, min(height, width))
-        return cached_masks("block", height, width, self.size, 0, "column", device)
+        pair = self._pair(height, width)
+        return cached_masks("block", height, width, self.size, 0, "column", device, pair if pair != (1, 1) else 1)
 
     def delta(self, patch_size: int | torch.Tensor, height: int, width: int) -> int | torch.Tensor:
-        return block_delta(patch_size, self.size)
+        return strided_block_delta(patch_size, self.size, self._pair(height, width), height, width)
 
 
 class MultiBandSmoothing(PatchSmoother):
@@ -485,8 +571,6 @@ class RandomizedBandSmoothing(_AblationSmoother):
         length = self._length(x)
         H, W = x.shape[2], x.shape[3]
         every = cached_masks("band", H, W, self.size, 0, self.axis, x.device)
-        if x.shape[0] == 0:  # an empty batch: empty counts
-            return torch.zeros(0, self.num_classes, dtype=torch.int64, device=x.device)
         positions = torch.randint(length, (x.shape[0], n), generator=generator).to(x.device)
 
         def masks_for(lo: int, hi: int, first: int, end: int) -> KeepMasks:

@@ -4,7 +4,7 @@ The base model sees the image with one or two masks of an R-covering mask set
 (``fastsmooth.ops.mask_pairs.mask_set``) set to ``fill`` (0, in the model's input space, as
 the authors). An image is certified against every patch of at most ``patch_size`` iff every
 one- and two-mask prediction equals its label; the prediction is the paper's double-masking
-inference (semantics.md §11).
+inference (semantics.md §13).
 
 How the work runs: on the engine (``fastsmooth.engine``). An image's units are mask pairs,
 appended look by look by the :class:`~fastsmooth.engine.double_masking.DoubleMasking` decider

@@ -208,7 +208,7 @@ def _groups(smoother: _ViTTokens, H: int, W: int, device: torch.device) -> list[
     """The smoother's ablations grouped by kept-token count, built once per geometry and device."""
     patch, drop = smoother.model.patch, smoother.drop_tokens
     key = (type(smoother).__name__, smoother.size, getattr(smoother, "keep", 0), getattr(smoother, "axis", ""), H, W,
-           patch, drop)
+           patch, drop, getattr(smoother, "stride", 1))
     cache = _GROUP_CACHE.setdefault(device, {})
     if key not in cache:
         masks = smoother.masks(H, W, device)
@@ -290,11 +290,11 @@ _DOC = """
 
 @_vit_init
 class ViTColumnSmoothing(_ViTTokens, ColumnSmoothing):
-    __doc__ = "Column smoothing with a smoothed ViT: W bands of ``size`` columns; Delta = m + s - 1." + _DOC
+    __doc__ = ("Column smoothing with a smoothed ViT: W bands of ``size`` columns; Delta = m + s - 1. ``stride``: "
+               "only the bands starting at 0, stride, 2 stride, .. (see ColumnSmoothing)." + _DOC)
 
     def token_sets(self, height: int, width: int) -> TokenSets:
-        length = width if self.axis == "column" else height
-        return band_tokens(height, width, self.size, torch.arange(length), self.model.patch, self.axis)
+        return band_tokens(height, width, self.size, self.positions(height, width), self.model.patch, self.axis)
 
 
 @_vit_init
@@ -307,10 +307,11 @@ class ViTRowSmoothing(_ViTTokens, RowSmoothing):
 
 @_vit_init
 class ViTBlockSmoothing(_ViTTokens, BlockSmoothing):
-    __doc__ = "Block smoothing with a smoothed ViT: H * W blocks of ``size`` x ``size``; Delta = (m + s - 1)^2." + _DOC
+    __doc__ = ("Block smoothing with a smoothed ViT: H * W blocks of ``size`` x ``size``; Delta = (m + s - 1)^2. "
+               "``stride`` (an integer or (rows, columns)): only the corners on that grid (see BlockSmoothing)." + _DOC)
 
     def token_sets(self, height: int, width: int) -> TokenSets:
-        return block_tokens(height, width, self.size, torch.arange(height * width), self.model.patch)
+        return block_tokens(height, width, self.size, self.positions(height, width), self.model.patch)
 
 
 @_vit_init

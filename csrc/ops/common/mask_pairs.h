@@ -1,4 +1,4 @@
-// Element logic of the fused double-masking op (PatchCleanser, semantics.md §11), shared
+// Element logic of the fused double-masking op (PatchCleanser, semantics.md §13), shared
 // verbatim by the CPU and CUDA kernels.
 //
 // Output row r is image images[r] under the two masks of rects[r] = {(top, left, bottom,

@@ -107,6 +107,7 @@ def ablate_bands(
     mean: Stats = None,
     std: Stats = None,
     *,
+    stride: int = 1,
     out: torch.Tensor | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
@@ -114,14 +115,18 @@ def ablate_bands(
 
     Ablation p keeps the band of ``size`` columns (or rows) starting at ``positions[p]``,
     wrapping around the last column: {pos, .., pos + size - 1} mod W. By default every
-    position 0 .. W - 1 (or H - 1) in order.
+    position 0 .. W - 1 (or H - 1) in order; with ``stride`` s, the positions 0, s, 2s, ..
+    (strided smoothing: only those ablations are written).
     """
     check_images(x)
     _, _, H, W = x.shape
     n = W if _axis(axis) == "column" else H
     size = check_int(size, "size", 1, n)
+    stride = check_int(stride, "stride", 1, n)
+    if positions is not None and stride != 1:
+        raise ValueError(f"stride={stride} applies to the default positions; pass positions or stride, not both")
     if positions is None:
-        masks = _masks.cached_masks("band", H, W, size, 0, axis, x.device)
+        masks = _masks.cached_masks("band", H, W, size, 0, axis, x.device, stride)
     else:
         masks = _masks.band_masks(H, W, size, _positions(positions, "positions", n), axis)
     return ablate_with_masks(x, masks, mean, std, out=out, backend=backend)
@@ -143,6 +148,7 @@ def ablate_blocks(
     mean: Stats = None,
     std: Stats = None,
     *,
+    stride: int | tuple[int, int] = 1,
     out: torch.Tensor | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
@@ -150,13 +156,20 @@ def ablate_blocks(
 
     Ablation p keeps rows {i .. i + size - 1} mod H times columns {j .. j + size - 1} mod W.
     ``positions`` are flat corners ``i * W + j`` or (P, 2) pairs (i, j); by default all H * W
-    corners, i-major.
+    corners, i-major, or with ``stride`` (an integer or (rows, columns)) the corners with i in
+    0, s_r, 2 s_r, .. and j in 0, s_c, 2 s_c, .. only.
     """
     check_images(x)
     _, _, H, W = x.shape
     size = check_int(size, "size", 1, min(H, W))
+    pair = tuple(stride) if isinstance(stride, (tuple, list)) else (stride, stride)
+    if len(pair) != 2:
+        raise ValueError(f"stride must be an integer or a pair (rows, columns), got {stride!r}")
+    pair = (check_int(pair[0], "stride (rows)", 1, H), check_int(pair[1], "stride (columns)", 1, W))
+    if positions is not None and pair != (1, 1):
+        raise ValueError(f"stride={stride} applies to the default corners; pass positions or stride, not both")
     if positions is None:
-        masks = _masks.cached_masks("block", H, W, size, 0, "column", x.device)
+        masks = _masks.cached_masks("block", H, W, size, 0, "column", x.device, pair if pair != (1, 1) else 1)
     else:
         masks = _masks.block_masks(H, W, size, _corners(positions, H, W))
     return ablate_with_masks(x, masks, mean, std, out=out, backend=backend)

@@ -136,14 +136,29 @@ def random_subsets(rows: int, n: int, keep: int, generator: torch.Generator) -> 
     return torch.rand(rows, n, generator=generator).argsort(dim=1)[:, :keep].sort(dim=1).values
 
 
+def strided_corners(H: int, W: int, stride: tuple[int, int]) -> torch.Tensor:
+    """Flat block corners i * W + j of strided block smoothing, i in 0, s_r, .. < H and j in
+    0, s_c, .. < W, i-major (the order of Salman et al.'s loops); every corner at (1, 1)."""
+    rows = torch.arange(0, H, stride[0], dtype=torch.int64)
+    cols = torch.arange(0, W, stride[1], dtype=torch.int64)
+    return (rows[:, None] * W + cols[None, :]).reshape(-1)
+
+
 @functools.lru_cache(maxsize=64)
-def cached_masks(kind: str, H: int, W: int, size: int, keep: int, axis: str, device: torch.device) -> KeepMasks:
-    """Masks of the default 'every position' / 'every combination' sets, built once per device."""
+def cached_masks(
+    kind: str, H: int, W: int, size: int, keep: int, axis: str, device: torch.device,
+    stride: int | tuple[int, int] = 1,
+) -> KeepMasks:
+    """Masks of the default 'every position' / 'every combination' sets, built once per device.
+
+    ``stride`` (bands: an integer; blocks: an integer or (rows, columns)) keeps only the starts
+    0, s, 2s, ..: only those ablations are built (strided smoothing, Salman et al.)."""
     if kind == "band":
         n = W if axis == "column" else H
-        return band_masks(H, W, size, torch.arange(n), axis).to(device)
+        return band_masks(H, W, size, torch.arange(0, n, stride), axis).to(device)
     if kind == "block":
-        return block_masks(H, W, size, torch.arange(H * W)).to(device)
+        pair = stride if isinstance(stride, tuple) else (stride, stride)
+        return block_masks(H, W, size, strided_corners(H, W, pair)).to(device)
     if kind == "multi_band":
         n = (W if axis == "column" else H) // size
         return multi_band_masks(H, W, size, all_combinations(n, keep), axis).to(device)

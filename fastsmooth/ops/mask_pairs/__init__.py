@@ -1,4 +1,4 @@
-"""PatchCleanser's double masking (semantics.md §11): image batch + mask pairs -> masked batch.
+"""PatchCleanser's double masking (semantics.md §13): image batch + mask pairs -> masked batch.
 
 ``mask_pairs`` writes row r = image ``images[r]`` with the pixels of the two rectangles
 ``rects[r]`` (the masks m_i and m_j of one pair: the kept set m_i AND m_j) set to ``fill``,

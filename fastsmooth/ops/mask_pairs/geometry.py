@@ -1,7 +1,7 @@
 """The PatchCleanser mask set (Xiang et al., USENIX Security 2022): rectangles, not pixel masks.
 
 A mask set is R-covering for a p_h x p_w patch: whatever the patch's position, one mask
-covers it entirely. Per axis of length N with patch length p (semantics.md §11): the stride
+covers it entirely. Per axis of length N with patch length p (semantics.md §13): the stride
 is s = ceil((N - p + 1) / k) for k masks per axis (or given), the mask length m = min(p + s -
 1, N), and the mask positions are 0, s, 2s, ... up to N - m, plus N - m when the steps miss
 it. The set is every (row position, column position), row-major: the order of the authors'
