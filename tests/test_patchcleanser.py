@@ -3,6 +3,8 @@ authors' logic (tests/patchcleanser_authors.py), on models trained on the demo d
 toy models built so that a chosen pair decides; early exit, forwards, errors, evaluate."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -57,7 +59,7 @@ def digits():
 @pytest.mark.parametrize("patch, k, stride", [(3, 4, None), (5, None, 6)])
 def test_parity_with_the_authors_on_a_digit_cnn(digits, patch, k, stride):
     x, y = digits
-    model = digit_cnn().double()  # float64: batch composition cannot flip a near tie
+    model = copy.deepcopy(digit_cnn()).double()  # float64: batch composition cannot flip a near tie
     stats, units = _check_parity(model, x.double(), y, patch, k, stride)
     # the set holds every outcome, including disagreements found only in the two-mask round
     assert all(v > 0 for v in stats.values()), stats
@@ -71,7 +73,7 @@ def test_parity_with_the_authors_on_a_digit_cnn(digits, patch, k, stride):
 def test_parity_with_the_authors_on_a_digit_vit(digits, patch, k):
     timm_or_skip()
     x, y = digits
-    model = digit_vit().double()
+    model = copy.deepcopy(digit_vit()).double()
     stats, _ = _check_parity(model, x.double(), y, patch, k)
     assert stats["certified"] > 0 and stats["case_two"] + stats["case_three"] > 0, stats
 
