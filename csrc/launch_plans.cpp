@@ -26,6 +26,7 @@ const PlanEntry kPlans[] = {
     {"dssn_split", "B, d, K", 3, [](const int64_t* s) { return plan_dssn_split(s[0], s[1], s[2]); }},
     {"noise", "B, d, n", 3, [](const int64_t* s) { return plan_noise(s[0], s[1], s[2]); }},
     {"ablate_tokens", "samples, per_sample", 2, [](const int64_t* s) { return plan_ablate_tokens(s[0], s[1]); }},
+    {"mask_pairs", "rows, per_row", 2, [](const int64_t* s) { return plan_mask_pairs(s[0], s[1]); }},
 };
 
 std::string kernel_list() {

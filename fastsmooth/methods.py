@@ -30,6 +30,7 @@ from fastsmooth import ops
 from fastsmooth.ops.ablation.masks import multi_band_masks, multi_block_masks, random_subsets
 from fastsmooth.smoothing import (
     DSSN,
+    PatchCleanser,
     SSN,
     BlockSmoothing,
     ColumnSmoothing,
@@ -142,6 +143,15 @@ def _any_shape(hp: Hyper, H: int, W: int) -> None:
     return None
 
 
+def _cleanser_shape(hp: Hyper, H: int, W: int) -> None:
+    from fastsmooth.ops.mask_pairs import mask_set
+
+    try:
+        mask_set(H, W, hp["patch_size"], None if hp.get("mask_stride") else hp["num_mask"], hp.get("mask_stride"))
+    except ValueError as err:
+        raise ValueError(f"patch_size={hp['patch_size']}: {err}") from None
+
+
 # -- training noise ------------------------------------------------------------------------------
 def _stats(hp: Hyper) -> dict[str, Any]:
     return {"mean": hp.get("mean"), "std": hp.get("std")}
@@ -221,6 +231,28 @@ def _uniform_noise(hp: Hyper, per: str) -> Noise:
 
 def _gaussian_noise(hp: Hyper, per: str) -> Noise:
     return lambda x, g: ops.gaussian_noise(x, hp["sigma"], 1, g)
+
+
+def _cutout_noise(hp: Hyper, per: str) -> Noise:
+    """Cutout with the certification's own masks: two random masks of the mask set (one pair)
+    per image or per minibatch, set to ``fill`` (the paper trains its models with Cutout)."""
+    from fastsmooth.ops.mask_pairs import pair_rects
+
+    def noise(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        masks = ops.mask_set(x.shape[2], x.shape[3], hp["patch_size"], None if hp.get("mask_stride") else hp["num_mask"],
+                             hp.get("mask_stride"))
+        pairs = torch.randint(masks.count, (1 if per == "batch" else x.shape[0], 2), generator=g)
+        pairs = pairs.expand(x.shape[0], 2)
+        images = torch.arange(x.shape[0])
+        return ops.mask_pairs(x, images, pair_rects(masks, pairs), hp["fill"], hp.get("mean"), hp.get("std"))
+
+    return noise
+
+
+def _cleanser(model: nn.Module, k: int, hp: Hyper, bs: int | str) -> PatchCleanser:
+    stride = hp.get("mask_stride")
+    return PatchCleanser(model, k, hp["patch_size"], num_mask=None if stride else hp["num_mask"], mask_stride=stride,
+                         fill=hp["fill"], mean=hp.get("mean"), std=hp.get("std"), batch_size=bs)
 
 
 # -- smoothers -----------------------------------------------------------------------------------
@@ -329,6 +361,12 @@ METHODS: dict[str, Method] = {
             lambda model, k, hp, bs: Smooth(model, k, hp["sigma"], batch_size=bs, **_stat_kw(hp)),
             _gaussian_noise, _any_shape, (0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5),
         ),
+        Method(
+            "patchcleanser", "PatchCleanser (Xiang et al.): double masking with num_mask x num_mask masks; "
+            "certified iff every one- and two-mask prediction is the label",
+            {"patch_size": None, "num_mask": 6, "mask_stride": None, "fill": 0.0, "mean": None, "std": None},
+            ("mean", "std"), False, _cleanser, _cutout_noise, _cleanser_shape, _PATCH_LEVELS, ("image", "batch"),
+        ),
     )
 }
 
@@ -362,7 +400,7 @@ def resolve(method: Method, given: Mapping[str, Any], shape: tuple[int, int, int
     hp.update({k: v for k, v in given.items() if v is not None})
     if hp.get("threshold") == "top1":  # the command line's spelling of "no threshold: top-1 votes"
         hp["threshold"] = None
-    optional = {"threshold", "mean", "std"}
+    optional = {"threshold", "mean", "std", "mask_stride"}
     for name in method.defaults:
         if name not in optional:
             _need(hp, name, method.name)
@@ -381,6 +419,8 @@ _VIT_VARIANTS = {
 
 def for_vit(method: Method, model: nn.Module) -> Method:
     """The smoothed-ViT variant of a patch method (semantics.md §10), for a ``TokenViT`` ``model``.
+    PatchCleanser is returned unchanged: its masks are set to 0 in the pixels, and the ViT sees
+    every token (semantics.md §15).
 
     The model sees C channels (not 2C) and is trained with one random band / block per
     minibatch (``--per batch``, the default, as the authors) or per image (``--per image``:
@@ -398,6 +438,8 @@ def for_vit(method: Method, model: nn.Module) -> Method:
         token_training_noise,
     )
 
+    if method.name == "patchcleanser":  # masks pixels: the ViT sees whole masked images (semantics.md §15)
+        return method
     if method.name not in _VIT_VARIANTS:
         raise ValueError(f"method {method.name!r} has no smoothed-ViT variant; with a ViT use "
                          f"{', '.join(_VIT_VARIANTS)}")

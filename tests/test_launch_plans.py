@@ -72,6 +72,13 @@ TOKEN_SHAPES = {
     "MNIST ViT column s=2 (4 x 4 patches)": (28, 14 * 1 * 4 * 4),
 }
 
+# PatchCleanser mask pairs (rows, per_row = C x H x W): a forward of ImageNet pairs, CIFAR, digits.
+MASK_PAIR_SHAPES = {
+    "PatchCleanser ImageNet, a forward of 64 pairs": (64, 3 * 224 * 224),
+    "PatchCleanser CIFAR-10, a forward of 512 pairs": (512, 3 * 32 * 32),
+    "PatchCleanser digits, one pair": (1, 28 * 28),
+}
+
 
 def outputs(kernel: str, sizes: tuple[int, ...]) -> int:
     """Elements the kernel writes for these sizes."""
@@ -93,6 +100,7 @@ CASES = [
     *[("gaussian_noise", name, s) for name, s in GAUSSIAN_SHAPES.items()],
     *[("noise", name, s) for name, s in NOISE_SHAPES.items()],
     *[("ablate_tokens", name, s) for name, s in TOKEN_SHAPES.items()],
+    *[("mask_pairs", name, s) for name, s in MASK_PAIR_SHAPES.items()],
 ]
 TRITON_PLANS = {
     "ablate": lp.triton_ablate,
@@ -101,6 +109,7 @@ TRITON_PLANS = {
     "dssn_split": lp.triton_dssn_split,
     "noise": lp.triton_noise,
     "ablate_tokens": lp.triton_ablate_tokens,
+    "mask_pairs": lp.triton_mask_pairs,
 }
 
 

@@ -26,6 +26,7 @@ TABLES = {
     "ssn_noise": ("fastsmooth.ops.splitting", "_SSN"),
     "uniform_noise": ("fastsmooth.ops.splitting", "_UNIFORM"),
     "gaussian_noise": ("fastsmooth.ops.gaussian", "_IMPLS"),
+    "mask_pairs": ("fastsmooth.ops.mask_pairs", "_IMPLS"),
 }
 
 

@@ -93,6 +93,10 @@ HYPER_FLAGS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
                    "help": "row: the model was trained on transposed images (the authors' MNIST row models)"}),
     "mean": (("--mean",), {"type": float, "nargs": "+", "help": "ablation methods: per-channel normalization"}),
     "std": (("--std",), {"type": float, "nargs": "+", "help": "ablation methods: per-channel normalization"}),
+    "patch_size": (("--patch-size",), {"type": int, "help": "patchcleanser: the patch certified against (pixels)"}),
+    "num_mask": (("--num-mask",), {"type": int, "help": "patchcleanser: masks per axis, k x k masks (default 6)"}),
+    "mask_stride": (("--mask-stride",), {"type": int, "help": "patchcleanser: the mask stride (instead of --num-mask)"}),
+    "fill": (("--fill",), {"type": float, "help": "patchcleanser: the value of masked pixels (default 0)"}),
     "normalize": (("--normalize",), {"choices": ("after", "before"),
                   "help": "ViT methods: normalize after ablation (the authors' code, default) or before (ART)"}),
 }

@@ -15,6 +15,7 @@ from fastsmooth.ops.ablation import (
     encode,
 )
 from fastsmooth.ops.gaussian import gaussian_noise
+from fastsmooth.ops.mask_pairs import mask_pairs, mask_set
 from fastsmooth.ops.pixel_ablation import ablate_pixels, ablate_pixels_train
 from fastsmooth.ops.tokens import ablate_tokens, band_tokens, block_tokens, multi_band_tokens, multi_block_tokens
 from fastsmooth.ops.splitting import (
@@ -51,4 +52,6 @@ __all__ = [
     "block_tokens",
     "multi_band_tokens",
     "multi_block_tokens",
+    "mask_pairs",
+    "mask_set",
 ]

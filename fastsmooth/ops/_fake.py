@@ -75,3 +75,17 @@ def _ablate_tokens_fake(x, rows, cols, tiles, tile_h, tile_w, tokens, patch_h, p
 def _ablate_tokens_out_fake(x, rows, cols, tiles, tile_h, tile_w, tokens, patch_h, patch_w, mean, std,
                             normalize_fill, out):
     return None
+
+
+# --- PatchCleanser double masking (fastsmooth/ops/mask_pairs) ---
+
+
+@torch.library.register_fake("fastsmooth::mask_pairs")
+def _mask_pairs_fake(x, images, rects, fill, mean, std):
+    _, C, H, W = x.shape
+    return x.new_empty((images.shape[0], C, H, W))
+
+
+@torch.library.register_fake("fastsmooth::mask_pairs_out")
+def _mask_pairs_out_fake(x, images, rects, fill, mean, std, out):
+    return None

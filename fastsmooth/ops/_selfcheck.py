@@ -109,6 +109,20 @@ def _gaussian_noise(backend: str, x: torch.Tensor, seed: int) -> torch.Tensor:
     return ops.gaussian_noise(x, 0.25, 4, seed=seed, backend=backend)
 
 
+def _mask_pairs(backend: str, x: torch.Tensor, seed: int) -> torch.Tensor:
+    from fastsmooth.ops.mask_pairs import mask_pairs
+
+    g = torch.Generator().manual_seed(seed)
+    R = 9
+    images = torch.randint(0, x.shape[0], (R,), generator=g)
+    corners = torch.randint(-2, 8, (R, 2, 2), generator=g)
+    rects = torch.cat([corners, corners + torch.randint(0, 5, (R, 2, 2), generator=g)], dim=2)
+    return torch.cat([
+        mask_pairs(x, images, rects, 0.0, backend=backend).flatten(),
+        mask_pairs(x, images, rects, 0.5, mean=[0.4, 0.5, 0.6], std=[0.2, 0.25, 0.3], backend=backend).flatten(),
+    ])
+
+
 #: op name -> (run(backend, x, seed), absolute tolerance). Gaussian noise goes through
 #: log / cos / sin, which differ by a few ulps between math libraries (README, Limitations).
 OPS: dict[str, tuple[Callable[[str, torch.Tensor, int], torch.Tensor], float]] = {
@@ -118,6 +132,7 @@ OPS: dict[str, tuple[Callable[[str, torch.Tensor, int], torch.Tensor], float]] =
     "ssn_noise": (_ssn_noise, 0.0),
     "uniform_noise": (_uniform_noise, 0.0),
     "gaussian_noise": (_gaussian_noise, 1e-5 * 0.25),
+    "mask_pairs": (_mask_pairs, 0.0),
 }
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "triton_dssn_split",
     "triton_noise",
     "triton_ablate_tokens",
+    "triton_mask_pairs",
 ]
 
 
@@ -98,6 +99,7 @@ CUDA_KERNELS = {
     "dssn_split": ("B", "d", "K"),
     "noise": ("B", "d", "n"),
     "ablate_tokens": ("samples", "per_sample"),
+    "mask_pairs": ("rows", "per_row"),
 }
 
 
@@ -218,3 +220,10 @@ def triton_ablate_tokens(samples: int, per_sample: int) -> LaunchPlan:
         work=cdiv(block, TOKENS_WARPS * WARP) * cdiv(samples, max(1, grid_y)),
         meta=dict(BLOCK=block, num_warps=TOKENS_WARPS),
     )
+
+
+def triton_mask_pairs(rows: int, per_row: int) -> LaunchPlan:
+    """``_mask_pairs_kernel``: the grid of ``triton_ablate_tokens``, x over tiles of BLOCK
+    consecutive outputs of one row (C * H * W), y over rows (mask pairs x images)."""
+    plan = triton_ablate_tokens(rows, per_row)
+    return dataclasses.replace(plan, kernel="mask_pairs")

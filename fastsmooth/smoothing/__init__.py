@@ -3,6 +3,7 @@ from fastsmooth.smoothing.base import BaseSmoother, Certified
 from fastsmooth.smoothing.gaussian import Smooth
 from fastsmooth.smoothing.l0 import RandomizedAblation
 from fastsmooth.smoothing.l1 import DSSN, SSN, UniformSmoothing
+from fastsmooth.smoothing.patchcleanser import PatchCleanser
 from fastsmooth.smoothing.patch import (
     BlockSmoothing,
     ColumnSmoothing,
@@ -31,6 +32,7 @@ __all__ = [
     "MultiBandSmoothing",
     "MultiBlockSmoothing",
     "RandomizedBandSmoothing",
+    "PatchCleanser",
     "RandomizedAblation",
     "DSSN",
     "SSN",

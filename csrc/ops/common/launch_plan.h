@@ -137,4 +137,9 @@ FS_HOST_DEVICE LaunchPlan plan_ablate_tokens(int64_t samples, int64_t per_sample
   return plan;
 }
 
+// fastsmooth::mask_pairs (cuda/mask_pairs_kernel.cu): a 2-D grid, x over tiles of `block`
+// consecutive outputs of one row (C * H * W), y over rows (mask pairs x images) capped at the
+// hardware limit with a grid-stride loop over the remaining rows, as plan_ablate_tokens.
+FS_HOST_DEVICE LaunchPlan plan_mask_pairs(int64_t rows, int64_t per_row) { return plan_ablate_tokens(rows, per_row); }
+
 }  // namespace fastsmooth

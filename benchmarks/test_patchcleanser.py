@@ -1,0 +1,88 @@
+"""PatchCleanser on the demo digits: fastsmooth against a loop in the authors' style, and against
+the forward floor, on the same trained CNN and held-out digits, interleaved round by round.
+
+Roles:
+1. ``fastsmooth``: ``PatchCleanser.evaluate_batch`` (double-masking prediction and
+   certification, exact early exit, pairs of many images per forward, the fused ``mask_pairs``
+   op writing one reused buffer);
+2. ``authors loop``: pc_certification.py as the authors wrote it (tests/patchcleanser_authors.py):
+   one model call per mask pair i <= j on the batch of images, full-size boolean masks and
+   ``torch.where`` per pair, every pair run, the prediction from the two-mask map, plus the clean
+   forward: 667 forwards per image at 28 x 28 / patch 5 / 6 x 6 masks, as the paper's setting;
+3. ``floor``: the base model alone on as many rows as fastsmooth ran, at the same batch size, on
+   real masked inputs written beforehand (no masking, no bookkeeping): what no engine can go below.
+
+The ``certified`` group runs the same roles on certified digits only (every pair runs there, so
+early exit saves nothing: the ratio to the floor is the engine's own cost). Forwards per image
+are in each row's extra_info (``forwards_per_image``; the full enumeration is 666 + 1 clean).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run
+from fastsmooth.ops.mask_pairs import mask_pairs, pair_rects
+from fastsmooth.smoothing.patchcleanser import PatchCleanser
+
+from tests.patchcleanser_authors import authors_certification, gen_mask_set
+from tests.patchcleanser_models import digit_cnn, held_out
+
+PATCH, K, BATCH, IMAGES = 5, 6, 256, 32
+
+
+def _floor(model, rows: int, x: torch.Tensor, pc: PatchCleanser):
+    """The model on ``rows`` real masked inputs (the images' pairs i <= j in turn), written
+    beforehand in batches of BATCH: only the forwards are timed."""
+    ms = pc.masks(28, 28)
+    M = ms.count
+    pairs = torch.tensor([(i, j) for i in range(M) for j in range(i, M)])
+    images = torch.arange(rows) % len(x)
+    chosen = pairs[(torch.arange(rows) // len(x)) % len(pairs)]
+    batches = [mask_pairs(x, images[a : a + BATCH], pair_rects(ms, chosen[a : a + BATCH]))
+               for a in range(0, rows, BATCH)]
+
+    def floor():
+        with torch.inference_mode():
+            for batch in batches:
+                model(batch)
+
+    return floor
+
+
+def _roles(x, y):
+    model = digit_cnn()
+    pc = PatchCleanser(model, 10, PATCH, num_mask=K, batch_size=BATCH, memory_format=torch.contiguous_format)
+    masks, _, _ = gen_mask_set((28, 28), (PATCH, PATCH), num_mask=K)
+
+    def fastsmooth():
+        return pc.evaluate_batch(x)
+
+    def authors():
+        certified, predicted, _ = authors_certification(model, x, y.numpy(), masks)
+        with torch.inference_mode():
+            model(x)  # the clean prediction their script also computes
+        return certified, predicted
+
+    result = fastsmooth()
+    certified, predicted = authors()
+    assert result.prediction.tolist() == predicted.tolist()  # the same answers (tests/test_patchcleanser.py)
+    assert ((result.prediction == y) & (result.certificate > 0)).tolist() == certified.tolist()
+    return pc, fastsmooth, authors, _floor(model, int(pc.last_units.sum()), x, pc), certified
+
+
+@pytest.mark.parametrize("subset", ["all", "certified"])
+def test_patchcleanser_digits(benchmark, subset):
+    x, y = held_out(IMAGES if subset == "all" else 6 * IMAGES)
+    if subset == "certified":  # the certified digits (tests/test_patchcleanser.py checks the answers)
+        result = PatchCleanser(digit_cnn(), 10, PATCH, num_mask=K, batch_size=BATCH).evaluate_batch(x)
+        keep = ((result.prediction == y) & (result.certificate > 0)).nonzero()[:, 0][: IMAGES // 2]
+        x, y = x[keep], y[keep]
+    pc, fastsmooth, authors, floor, certified = _roles(x, y)
+    forwards = float(pc.last_units.double().mean())
+    M = pc.masks(28, 28).count
+    info = dict(images=len(y), forwards_per_image=forwards, full_forwards=M + M * (M - 1) // 2 + 1,
+                certified=float(np.mean(certified)), patch=PATCH, num_mask=K, batch=BATCH)
+    run(benchmark, fastsmooth, group=f"PatchCleanser digits ({subset})", role="fastsmooth", rounds=3, primary=True,
+        interleaved={"authors loop": authors, "floor": floor}, **info)
