@@ -188,3 +188,39 @@ def test_evaluate_with_compile_reports_compile_time_and_records_it(tmp_path):
     assert fast.compile_seconds is not None and fast.compile_seconds > 0 and smoother.compile is False
     assert '"compile":true' in (tmp_path / "r.tsv").read_text().splitlines()[0]
     assert [(r.prediction, r.certificate) for r in fast.rows] == [(r.prediction, r.certificate) for r in eager.rows]
+
+
+def _smoother_classes() -> list[type]:
+    from fastsmooth.smoothing.base import BaseSmoother
+
+    public = [getattr(fastsmooth, name) for name in dir(fastsmooth) if not name.startswith("_")]
+    return [c for c in public if isinstance(c, type) and issubclass(c, BaseSmoother) and c is not BaseSmoother]
+
+
+@pytest.mark.parametrize("cls", _smoother_classes(), ids=lambda c: c.__name__)
+def test_every_smoother_takes_compile(cls):
+    import inspect
+
+    params = inspect.signature(cls).parameters
+    if "compile" not in params:  # the ViT constructors pass their keywords on to the patch smoother's
+        assert any(p.kind is p.VAR_KEYWORD for p in params.values()), f"{cls.__name__} has no compile= option"
+        base = cls.__bases__[1]
+        assert "compile" in inspect.signature(base).parameters, f"{cls.__name__} has no compile= option"
+
+
+def test_the_smoother_list_holds_the_method_families():
+    names = {c.__name__ for c in _smoother_classes()}
+    assert {"ColumnSmoothing", "BlockSmoothing", "PatchCleanser", "Smooth", "DSSN", "ViTColumnSmoothing"} <= names
+
+
+@pytest.mark.compile
+def test_compiled_patchcleanser_answers_equal_eager():
+    torch.manual_seed(2)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16 * 16, 3)).eval()
+    x = torch.rand(6, 1, 16, 16)
+    eager = fastsmooth.PatchCleanser(model, 3, patch_size=3, num_mask=3, batch_size=32)
+    fast = fastsmooth.PatchCleanser(model, 3, patch_size=3, num_mask=3, batch_size=32, compile=True)
+    assert torch.equal(fast.predict(x), eager.predict(x))
+    labels = eager.predict(x)
+    assert torch.equal(fast.certify(x, labels), eager.certify(x, labels))
+    assert torch.equal(fast.last_units, eager.last_units)

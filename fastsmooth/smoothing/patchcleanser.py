@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from fastsmooth._validation import check_image_batch, check_int, check_real, check_stats
+from fastsmooth.engine.compiled import Compile
 from fastsmooth.engine.double_masking import DoubleMasking, PairLog
 from fastsmooth.engine.items import Segment
 from fastsmooth.engine.works import top1_votes
@@ -85,7 +86,7 @@ class PatchCleanser(BaseSmoother):
         mask_stride: the stride s (instead of ``num_mask``), an int or (height, width).
         fill: the value of masked pixels in the model's input space (0, as the authors).
         mean, std: per-channel normalization applied to the kept pixels before the model.
-        batch_size, backend, autocast, memory_format: see :class:`BaseSmoother`.
+        batch_size, backend, autocast, memory_format, compile: see :class:`BaseSmoother`.
 
     ``certify(x, labels)`` stops each image at its first disagreement with its label;
     ``predict(x)`` runs the double-masking inference; ``evaluate_batch`` / ``decide_batch``
@@ -109,9 +110,10 @@ class PatchCleanser(BaseSmoother):
         backend: str = "auto",
         autocast: torch.dtype | None = None,
         memory_format: MemoryFormat = "auto",
+        compile: Compile = False,
     ) -> None:
         super().__init__(model, num_classes, batch_size=batch_size, backend=backend, autocast=autocast,
-                         memory_format=memory_format)
+                         memory_format=memory_format, compile=compile)
         self.patch_size = _size_pair(patch_size, "patch_size")
         if (num_mask is None) == (mask_stride is None):
             raise ValueError(f"give exactly one of num_mask and mask_stride, got num_mask={num_mask!r}, "
