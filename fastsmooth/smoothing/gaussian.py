@@ -22,7 +22,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from scipy.stats import norm
 from torch import nn
 
 from fastsmooth._validation import check_image_batch, check_int, check_real, check_single_image
@@ -170,6 +169,8 @@ class Smooth(BaseSmoother):
         n_a = estimation.gather(1, c_a[:, None])[:, 0]
         p_lower = clopper_pearson_lower(n_a.numpy(), np.full(len(n_a), n), alpha)
         abstain = torch.from_numpy(p_lower < 0.5)
+        from scipy.stats import norm  # imported on use: see fastsmooth.stats
+
         radius = torch.from_numpy(self.sigma * norm.ppf(p_lower)).to(torch.float64)  # -inf where p_lower = 0
         prediction = torch.where(abstain, torch.full_like(c_a, Smooth.ABSTAIN), c_a)
         return Certified(prediction, torch.where(abstain, torch.zeros_like(radius), radius))
@@ -213,6 +214,8 @@ class Smooth(BaseSmoother):
         slots = [(b, b) for b in range(xs.shape[0])]
 
         def radius(p: np.ndarray) -> np.ndarray:
+            from scipy.stats import norm
+
             return np.where(p < 0.5, -np.inf, self.sigma * norm.ppf(p))
 
         def execute(decider: Decider) -> torch.Tensor:
