@@ -3,7 +3,8 @@
 Convention (docs/contributing.md):
 
 - ```python blocks of one page run in order in one shared namespace;
-- ```bash blocks run with ``bash -e`` and ``fastsmooth`` on PATH (this interpreter's package);
+- ```bash blocks run with ``bash -e`` and ``fastsmooth`` and ``python`` on PATH (this interpreter
+  and its package, as in an activated virtual environment);
 - both run in one temporary directory per page, so a shell block can use the files an earlier
   block of the same page wrote, and nothing lands in the checkout;
 - any other fence (```text, ```console, ```diff, ...) is shown, not run.
@@ -31,13 +32,14 @@ _DIR = "__docs_dir__"
 
 def _setup(namespace: dict) -> None:
     work = Path(tempfile.mkdtemp(prefix="fastsmooth-docs-"))
-    # `fastsmooth` on PATH runs this interpreter with this checkout's package, whichever
+    # `fastsmooth` and `python` on PATH run this interpreter with this checkout's package, whichever
     # environment pytest was started from.
     bin_dir = work / ".bin"
     bin_dir.mkdir()
-    shim = bin_dir / "fastsmooth"
-    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m fastsmooth "$@"\n')
-    shim.chmod(0o755)
+    for name, command in (("fastsmooth", f'"{sys.executable}" -m fastsmooth'), ("python", f'"{sys.executable}"')):
+        shim = bin_dir / name
+        shim.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
+        shim.chmod(0o755)
     namespace[_DIR] = work
     namespace["__name__"] = "__docs__"
 
