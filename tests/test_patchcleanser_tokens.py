@@ -143,7 +143,7 @@ def test_only_the_last_pair_decides_on_tokens():
     """One two-mask pair (the decider's last) drops two watched tokens no other pair drops: the
     answers must be the full enumeration's, after every pair has run."""
     timm_or_skip()
-    pc = PatchCleanser(nn.Identity(), 2, 5, num_mask=None, mask_stride=4, batch_size=7)  # masks of 8 at 0, 4, .., 20: M = 36
+    pc = PatchCleanser(nn.Identity(), 2, 1, num_mask=None, mask_stride=8, batch_size=7)  # masks of 8 at 0, 8, 16, 20: M = 16
     ms = pc.masks(28, 28)
     M = ms.count
     last = DoubleMasking(M, 1, PairLog(1, M + M * (M - 1) // 2, torch.device("cpu"))).two_mask[-1]
@@ -151,7 +151,7 @@ def test_only_the_last_pair_decides_on_tokens():
 
     covered = covered_tokens(ms, (4, 4))
     only = [int(((covered[k]) & (covered.sum(0) == 1)).nonzero()[0, 0]) for k in last]  # a token only mask k covers
-    pc = PatchCleanser(_watching_vit((only[0], only[1])), 2, 5, num_mask=None, mask_stride=4, batch_size=7)
+    pc = PatchCleanser(_watching_vit((only[0], only[1])), 2, 1, num_mask=None, mask_stride=8, batch_size=7)
     assert pc.path == "tokens"
     x = torch.rand(3, 1, 28, 28, dtype=torch.float64)
     result = pc.evaluate_batch(x)
