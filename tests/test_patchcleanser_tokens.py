@@ -170,3 +170,35 @@ def test_token_path_errors(vit_and_digits):
         PatchCleanser(vit, 10, 4, num_mask=3, tokens="yes")
     assert PatchCleanser(vit, 10, 8, num_mask=3, tokens=True).path == "tokens"
     assert PatchCleanser(nn.Flatten(), 10, 4, num_mask=3).path == "pixels"
+
+
+@pytest.mark.parametrize("per", ["batch", "image"])
+def test_training_noise_drops_the_tokens_certification_drops(per):
+    """for_vit's PatchCleanser noise for a token-dropping ViT with aligned masks: the kept tokens
+    of one random pair, the pixels of exactly those tokens; misaligned masks: pixel Cutout."""
+    timm_or_skip()
+    from fastsmooth import methods
+    from fastsmooth.models.vit import mnist_vit
+    from fastsmooth.training import Forwards
+
+    vit = mnist_vit(patch_size=7, embed_dim=16, depth=1, num_heads=1)
+    method = methods.for_vit(methods.get("patchcleanser"), vit)
+    x = torch.rand(6, 1, 28, 28)
+    hp = methods.resolve(method, {"patch_size": 8, "num_mask": 3}, (1, 28, 28))
+    out = method.noise(hp, per)(x, torch.Generator().manual_seed(0))
+    parts = [(torch.arange(6), out)] if per == "batch" else out.parts
+    if per == "image":
+        assert isinstance(out, Forwards) and sorted(torch.cat([r for r, _ in parts]).tolist()) == list(range(6))
+    patches = nn.functional.unfold(x, (7, 7), stride=(7, 7)).transpose(1, 2)
+    masks = PatchCleanser(vit, 10, 8, num_mask=3).masks(28, 28)
+    for rows, (pixels, index) in parts:
+        assert index.shape[-1] < 16 and torch.equal(pixels, patches[rows[:, None], index])
+        # the dropped tokens are those of two masks of the set
+        dropped = set(range(16)) - set(index.reshape(-1, index.shape[-1])[0].tolist())
+        from fastsmooth.ops.mask_pairs.geometry import covered_tokens
+        cov = covered_tokens(masks, (7, 7))
+        assert any(set((cov[i] | cov[j]).nonzero()[:, 0].tolist()) == dropped for i in range(9) for j in range(9))
+    assert vit(*parts[0][1]).shape == (parts[0][0].numel(), 10)
+    misaligned = methods.resolve(method, {"patch_size": 4, "num_mask": 3}, (1, 28, 28))
+    pixels = method.noise(misaligned, per)(x, torch.Generator().manual_seed(0))
+    assert isinstance(pixels, torch.Tensor) and pixels.shape == x.shape
