@@ -207,8 +207,8 @@ class PatchCleanser(BaseSmoother):
         self.mean, self.std = mean, std
         if tokens is not None and not isinstance(tokens, bool):
             raise TypeError(f"tokens must be None (drop tokens when the masks align), True or False, got {tokens!r}")
-        # private: the path follows from the model and the masks (both in a results file's fingerprint)
-        self._tokens = tokens
+        # public: a results file's fingerprint records it (with the model's hash it fixes the path)
+        self.tokens = tokens
         self._buffer: torch.Tensor | None = None
         if tokens and isinstance(model, TokenViT):
             self.path_for(*model.image_size)  # raises now, with the reason, when the masks cannot drop tokens
@@ -219,15 +219,10 @@ class PatchCleanser(BaseSmoother):
     # -- the input path ---------------------------------------------------------------------------
     token_logits = _ViTTokens.token_logits  # one forward of the TokenViT on kept tokens (eager, autocast or compiled)
 
-    @property
-    def tokens(self) -> bool | None:
-        """The ``tokens=`` option: None (tokens when aligned), True (tokens required) or False (pixels)."""
-        return self._tokens
-
     def token_obstacle(self, height: int, width: int) -> str | None:
         """Why ``height`` x ``width`` images cannot take the token path (one line), or None when they do."""
         model = self.model
-        if self._tokens is False:
+        if self.tokens is False:
             return "tokens=False masks pixels"
         if not isinstance(model, TokenViT):
             return f"the model is a {type(model).__name__}, not a fastsmooth.models.vit.TokenViT"
@@ -241,7 +236,7 @@ class PatchCleanser(BaseSmoother):
         """"tokens" or "pixels": the base model's input on ``height`` x ``width`` images (raises
         with the reason when ``tokens=True`` and the token path is not possible)."""
         why = self.token_obstacle(height, width)
-        if why is not None and self._tokens:
+        if why is not None and self.tokens:
             raise ValueError(f"tokens=True but the masks cannot drop tokens: {why}; pass tokens=None to mask "
                              "pixels instead")
         return "pixels" if why is not None else "tokens"
