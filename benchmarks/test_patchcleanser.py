@@ -86,3 +86,47 @@ def test_patchcleanser_digits(benchmark, subset):
                 certified=float(np.mean(certified)), patch=PATCH, num_mask=K, batch=BATCH)
     run(benchmark, fastsmooth, group=f"PatchCleanser digits ({subset})", role="fastsmooth", rounds=3, primary=True,
         interleaved={"authors loop": authors, "floor": floor}, **info)
+
+
+#: (model, patch, num_mask, mask_stride) of the token-vs-pixel rows: masks on the ViT's grid
+VIT_SETTINGS = {
+    # the trained digit ViT: 7 x 7 tokens (16), 3 x 3 masks of 14 x 14 (4 tokens; a pair keeps 8 .. 12)
+    "digit ViT (16 tokens), patch 8, 3 x 3 masks": ("digit", 8, 3, None),
+    # mnist_vit's default size (4 x 4 tokens, 49; width 64, depth 4), weights as built (the cost per
+    # forward does not depend on them; forwards per image here are not a trained model's): masks of
+    # 8 x 8 (4 tokens) at stride 4, 36 masks (a pair keeps 41 .. 45 tokens)
+    "mnist_vit (49 tokens), patch 5, stride 4": ("mnist_vit", 5, None, 4),
+}
+
+
+@pytest.mark.parametrize("setting", list(VIT_SETTINGS))
+def test_patchcleanser_vit_tokens_vs_pixels(benchmark, setting):
+    """The token path (masked tokens dropped, forwards grouped by kept-token count) against the
+    pixel path (tokens=False: every token, masked pixels 0) on the same ViT and digits,
+    interleaved. The two paths are different base classifiers, so forwards per image (early
+    exit) differ as well as the cost per forward: each role's forwards are in extra_info
+    (``*_forwards``), so seconds per forward = median / forwards."""
+    from fastsmooth.models.vit import import_timm, mnist_vit
+
+    try:
+        import_timm()  # through fastsmooth's torchvision shim, as the tests
+    except ImportError as err:
+        pytest.skip(f"timm unavailable: {err}")
+    from tests.patchcleanser_models import digit_vit
+
+    name, patch, k, stride = VIT_SETTINGS[setting]
+    torch.manual_seed(0)
+    vit = digit_vit() if name == "digit" else mnist_vit().eval()
+    x, y = held_out(IMAGES)
+    tokens = PatchCleanser(vit, 10, patch, num_mask=k, mask_stride=stride, batch_size=BATCH)
+    pixels = PatchCleanser(vit, 10, patch, num_mask=k, mask_stride=stride, batch_size=BATCH, tokens=False,
+                           memory_format=torch.contiguous_format)
+    assert tokens.path == "tokens" and pixels.path == "pixels"
+    info = {}
+    for role, pc in (("tokens", tokens), ("pixels", pixels)):
+        pc.evaluate_batch(x)
+        info[f"{role}_forwards"] = int(pc.last_units.sum())
+    M = tokens.masks(28, 28).count
+    run(benchmark, lambda: tokens.evaluate_batch(x), group=f"PatchCleanser ViT tokens vs pixels: {setting}",
+        role="tokens", rounds=3, primary=True, interleaved={"pixels": lambda: pixels.evaluate_batch(x)},
+        images=len(y), full_forwards=M + M * (M - 1) // 2, batch=BATCH, **info)

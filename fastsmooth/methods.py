@@ -249,6 +249,40 @@ def _cutout_noise(hp: Hyper, per: str) -> Noise:
     return noise
 
 
+def _token_cutout_noise(model: nn.Module, hp: Hyper, per: str) -> Noise:
+    """Cutout for a token-dropping TokenViT: one random mask pair per image (or minibatch), its
+    tokens dropped, as PatchCleanser's token path certifies; masks off the ViT's patch grid
+    mask pixels instead (``_cutout_noise``), as the smoother then does."""
+    from fastsmooth._validation import check_stats
+    from fastsmooth.ops.mask_pairs.geometry import covered_tokens, misaligned
+    from fastsmooth.ops.tokens.geometry import TokenSets, group_by_count
+    from fastsmooth.smoothing.patchcleanser import image_tokens
+    from fastsmooth.training import Forwards
+
+    pixel_noise = _cutout_noise(hp, per)
+
+    def noise(x: torch.Tensor, g: torch.Generator):
+        masks = ops.mask_set(x.shape[2], x.shape[3], hp["patch_size"], None if hp.get("mask_stride") else hp["num_mask"],
+                             hp.get("mask_stride"))
+        if (x.shape[2], x.shape[3]) != model.image_size or misaligned(masks, model.patch) is not None:
+            return pixel_noise(x, g)
+        pairs = torch.randint(masks.count, (1 if per == "batch" else x.shape[0], 2), generator=g)
+        covered = covered_tokens(masks, model.patch)
+        keep = ~(covered[pairs[:, 0]] | covered[pairs[:, 1]])  # [pairs, G]
+        mean, std = check_stats(hp.get("mean"), hp.get("std"), x)
+        patches = image_tokens(x, model.patch, mean, std)  # [B, G, E]
+        if per == "batch":
+            index = keep[0].nonzero()[:, 0].to(x.device)
+            return patches[:, index], index
+        parts = []
+        for members, tokens in group_by_count(TokenSets([row.nonzero()[:, 0] for row in keep])):
+            on, tokens = members.to(x.device), tokens.to(x.device)
+            parts.append((on, (patches[on[:, None], tokens], tokens)))
+        return Forwards(parts)
+
+    return noise
+
+
 def _cleanser(model: nn.Module, k: int, hp: Hyper, bs: int | str) -> PatchCleanser:
     stride = hp.get("mask_stride")
     return PatchCleanser(model, k, hp["patch_size"], num_mask=None if stride else hp["num_mask"], mask_stride=stride,
@@ -419,8 +453,9 @@ _VIT_VARIANTS = {
 
 def for_vit(method: Method, model: nn.Module) -> Method:
     """The smoothed-ViT variant of a patch method (semantics.md §10), for a ``TokenViT`` ``model``.
-    PatchCleanser is returned unchanged: its masks are set to 0 in the pixels, and the ViT sees
-    every token (semantics.md §15).
+    PatchCleanser keeps its smoother (which drops the masked tokens when every mask lies on the
+    ViT's patch grid and the model drops tokens, else masks pixels: semantics.md §15); its
+    training noise follows the same choice (:func:`_token_cutout_noise`).
 
     The model sees C channels (not 2C) and is trained with one random band / block per
     minibatch (``--per batch``, the default, as the authors) or per image (``--per image``:
@@ -438,8 +473,10 @@ def for_vit(method: Method, model: nn.Module) -> Method:
         token_training_noise,
     )
 
-    if method.name == "patchcleanser":  # masks pixels: the ViT sees whole masked images (semantics.md §15)
-        return method
+    if method.name == "patchcleanser":  # tokens when the masks align with the ViT's grid, else pixels (§15)
+        if not model.drop_tokens:
+            return method
+        return dataclasses.replace(method, noise=lambda hp, per: _token_cutout_noise(model, hp, per))
     if method.name not in _VIT_VARIANTS:
         raise ValueError(f"method {method.name!r} has no smoothed-ViT variant; with a ViT use "
                          f"{', '.join(_VIT_VARIANTS)}")

@@ -22,13 +22,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastsmooth._validation import check_image_batch, check_int, check_real, check_stats
+from fastsmooth._validation import accumulation_dtype, check_image_batch, check_int, check_real, check_stats
 from fastsmooth.engine.compiled import Compile
 from fastsmooth.engine.double_masking import DoubleMasking, PairLog
 from fastsmooth.engine.items import Segment
 from fastsmooth.engine.works import top1_votes
+from fastsmooth.engine.autobatch import auto_batch_size
+from fastsmooth.models.vit import TokenViT
 from fastsmooth.ops.mask_pairs import MaskSet, mask_pairs_kernel, mask_set
+from fastsmooth.ops.mask_pairs.geometry import covered_tokens, misaligned
 from fastsmooth.smoothing.base import BaseSmoother, Certified, Decided, MemoryFormat
+from fastsmooth.smoothing.vit import _ViTTokens
 
 Stats = Sequence[float] | torch.Tensor | None
 
@@ -75,6 +79,70 @@ class _PairWork:
         return logits
 
 
+def image_tokens(x: torch.Tensor, patch: tuple[int, int], mean: torch.Tensor | None,
+                 std: torch.Tensor | None) -> torch.Tensor:
+    """Every token's normalized pixels [B, G, C * p_h * p_w] (row-major grid, rows flattened as
+    (c, dy, dx), the layout of ``TokenViT.forward_tokens``); arithmetic in float32 (float64 for
+    float64 input), rounded once, as ``ops.ablate_tokens``."""
+    B, C, H, W = x.shape
+    ph, pw = patch
+    v = x.to(accumulation_dtype(x.dtype))
+    if mean is not None:
+        v = (v - mean.view(1, C, 1, 1).to(v.dtype)) / std.view(1, C, 1, 1).to(v.dtype)
+    v = v.reshape(B, C, H // ph, ph, W // pw, pw).permute(0, 2, 4, 1, 3, 5)
+    return v.reshape(B, (H // ph) * (W // pw), C * ph * pw).to(x.dtype)
+
+
+class _TokenPairWork:
+    """Units = mask pairs from the log, as :class:`_PairWork`; a unit's input is the tokens
+    outside both of its masks (aligned masks: every token wholly masked or wholly kept). Units
+    are grouped by their kept-token count K so that every forward is one [N, K, E] batch."""
+
+    granule = 1
+
+    def __init__(self, smoother: PatchCleanser, x: torch.Tensor, masks: MaskSet, log: PairLog) -> None:
+        self.smoother, self.log = smoother, log
+        mean, std = check_stats(smoother.mean, smoother.std, x)
+        # a call's images are cut into tokens once (x-sized); each forward gathers its kept rows
+        self.patches = image_tokens(x, smoother.model.patch, mean, std)
+        covered = covered_tokens(masks, smoother.model.patch)  # [M, G]
+        self.M = masks.count
+        keep = ~(covered[:, None, :] | covered[None, :, :])  # [M, M, G]: pair (i, j) keeps these tokens
+        self.keep = keep.reshape(self.M * self.M, -1).to(x.device)
+        self.kept = keep.sum(dim=2).reshape(-1).numpy()  # K of each pair, on the host (the group keys)
+        self.votes = top1_votes(smoother.num_classes)
+        self.flat = torch.zeros(0, dtype=torch.int64, device=x.device)
+
+    def groups(self, image: int, first: int, end: int) -> list[tuple[int, int, int]]:
+        """Runs of units with the same kept-token count (the key). The decider appends an image's
+        pairs before the engine asks (image = slot: one slot per image)."""
+        pairs = self.log.pairs[image, first:end]
+        keys = self.kept[pairs[:, 0] * self.M + pairs[:, 1]]
+        bounds = [0, *(np.flatnonzero(np.diff(keys)) + 1).tolist(), len(keys)]
+        return [(int(keys[a]), first + a, first + b) for a, b in zip(bounds, bounds[1:])]
+
+    def build(self, segments: Sequence[Segment]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(kept-token pixels [N, K, E], token indices [N, K]) of the segments' rows (one K)."""
+        cap = self.log.capacity
+        images = np.concatenate([np.full(s.rows, s.image, dtype=np.int64) for s in segments])
+        pairs = np.concatenate([self.log.pairs[s.slot, s.first : s.end] for s in segments])
+        flat = np.concatenate([s.slot * cap + np.arange(s.first, s.end, dtype=np.int64) for s in segments])
+        device = self.patches.device
+        self.flat = torch.from_numpy(flat).to(device)
+        code = pairs[:, 0] * self.M + pairs[:, 1]
+        K = int(self.kept[code[0]])
+        # nonzero is row-major: each row's kept tokens, increasing
+        index = self.keep[torch.from_numpy(code).to(device)].nonzero()[:, 1].view(len(code), K)
+        pixels = self.patches[torch.from_numpy(images).to(device)[:, None], index]
+        return pixels, index
+
+    def forward(self, inputs: tuple[torch.Tensor, torch.Tensor], start: int, stop: int) -> torch.Tensor:
+        pixels, index = inputs
+        logits = self.smoother.token_logits(pixels[start:stop], index[start:stop])
+        self.log.preds[self.flat[start:stop]] = logits.argmax(dim=1)  # first maximum on ties, as _PairWork
+        return logits
+
+
 class PatchCleanser(BaseSmoother):
     """PatchCleanser's double masking: certify, predict, evaluate.
 
@@ -86,12 +154,17 @@ class PatchCleanser(BaseSmoother):
         mask_stride: the stride s (instead of ``num_mask``), an int or (height, width).
         fill: the value of masked pixels in the model's input space (0, as the authors).
         mean, std: per-channel normalization applied to the kept pixels before the model.
+        tokens: the input path for a :class:`~fastsmooth.models.vit.TokenViT` with
+            ``drop_tokens``: None (default) drops the masked tokens when every mask lies on the
+            ViT's patch grid and masks pixels otherwise; False always masks pixels; True
+            requires the token path (a one-line error says why it is not possible).
         batch_size, backend, autocast, memory_format, compile: see :class:`BaseSmoother`.
 
     ``certify(x, labels)`` stops each image at its first disagreement with its label;
     ``predict(x)`` runs the double-masking inference; ``evaluate_batch`` / ``decide_batch``
     answer both without labels (certified: every one- and two-mask prediction equals the
     prediction). ``last_units`` holds the forwards each image used in the last call.
+    ``path`` says which input the base model gets ("tokens" or "pixels", semantics.md §15).
     """
 
     certificate_name = "patch_size"
@@ -106,6 +179,7 @@ class PatchCleanser(BaseSmoother):
         fill: float = 0.0,
         mean: Stats = None,
         std: Stats = None,
+        tokens: bool | None = None,
         batch_size: int | str = "auto",
         backend: str = "auto",
         autocast: torch.dtype | None = None,
@@ -131,7 +205,48 @@ class PatchCleanser(BaseSmoother):
         if (mean is None) != (std is None):
             raise ValueError(f"mean and std must be given together, got mean={mean!r}, std={std!r}")
         self.mean, self.std = mean, std
+        if tokens is not None and not isinstance(tokens, bool):
+            raise TypeError(f"tokens must be None (drop tokens when the masks align), True or False, got {tokens!r}")
+        # public: a results file's fingerprint records it (with the model's hash it fixes the path)
+        self.tokens = tokens
         self._buffer: torch.Tensor | None = None
+        if tokens and isinstance(model, TokenViT):
+            self.path_for(*model.image_size)  # raises now, with the reason, when the masks cannot drop tokens
+        elif tokens:
+            raise ValueError(f"tokens=True needs a fastsmooth.models.vit.TokenViT base model, got "
+                             f"{type(model).__name__}: pass tokens=None or False to mask pixels")
+
+    # -- the input path ---------------------------------------------------------------------------
+    token_logits = _ViTTokens.token_logits  # one forward of the TokenViT on kept tokens (eager, autocast or compiled)
+
+    def token_obstacle(self, height: int, width: int) -> str | None:
+        """Why ``height`` x ``width`` images cannot take the token path (one line), or None when they do."""
+        model = self.model
+        if self.tokens is False:
+            return "tokens=False masks pixels"
+        if not isinstance(model, TokenViT):
+            return f"the model is a {type(model).__name__}, not a fastsmooth.models.vit.TokenViT"
+        if not model.drop_tokens:
+            return "the TokenViT has drop_tokens=False (it sees every token)"
+        if (height, width) != model.image_size:
+            return (f"the ViT takes {model.image_size[0]} x {model.image_size[1]} images, got {height} x {width}")
+        return misaligned(self.masks(height, width), model.patch)
+
+    def path_for(self, height: int, width: int) -> str:
+        """"tokens" or "pixels": the base model's input on ``height`` x ``width`` images (raises
+        with the reason when ``tokens=True`` and the token path is not possible)."""
+        why = self.token_obstacle(height, width)
+        if why is not None and self.tokens:
+            raise ValueError(f"tokens=True but the masks cannot drop tokens: {why}; pass tokens=None to mask "
+                             "pixels instead")
+        return "pixels" if why is not None else "tokens"
+
+    @property
+    def path(self) -> str:
+        """"tokens" or "pixels" on the model's images (a TokenViT's image size; other models: "pixels")."""
+        if isinstance(self.model, TokenViT):
+            return self.path_for(*self.model.image_size)
+        return "pixels"
 
     # -- the mask set -------------------------------------------------------------------------
     def masks(self, height: int, width: int) -> MaskSet:
@@ -177,12 +292,26 @@ class PatchCleanser(BaseSmoother):
         if B == 0:  # an empty batch: no work, no forward
             self._last_units = torch.zeros(0, dtype=torch.int64)
             return decider
-        work = _PairWork(self, x, masks, log)
         slots = [(b, b) for b in range(B)]
-        # "auto" times the sizes on one-mask inputs: unit 0 of image 0 reads pair (0, 0), the log's initial value
-        batch = self.forward_batch(work, 0, decider.rows_hint(B))
+        if self.path_for(x.shape[2], x.shape[3]) == "tokens":
+            work = _TokenPairWork(self, x, masks, log)
+            batch = self._token_batch(work, decider.rows_hint(B))
+        else:
+            work = _PairWork(self, x, masks, log)
+            # "auto" times the sizes on one-mask inputs: unit 0 of image 0 reads pair (0, 0), the log's initial value
+            batch = self.forward_batch(work, 0, decider.rows_hint(B))
         self.run_work(work, decider, slots, x.device, 1, batch)
         return decider
+
+    def _token_batch(self, work: _TokenPairWork, pending: int) -> int:
+        """``batch_size``, or for "auto" the fastest per row, timed on one-mask token inputs
+        (pair (0, 0) of image 0) as the pixel path times one-mask images."""
+        if self.batch_size != "auto":
+            return self.batch_size
+        pixels, index = work.build([Segment(0, 0, 0, 1)])
+        key = ("tokens", tuple(pixels.shape[1:]), pixels.dtype, str(pixels.device), self.autocast)
+        return auto_batch_size(self.model, key, pixels,
+                               lambda batch: self.token_logits(batch, index.expand(batch.shape[0], -1)), pending)
 
     # -- answers --------------------------------------------------------------------------------
     def certify(self, x: torch.Tensor, labels: torch.Tensor | Sequence[int]) -> torch.Tensor:

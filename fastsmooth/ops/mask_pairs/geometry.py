@@ -15,7 +15,7 @@ import math
 
 import torch
 
-__all__ = ["MaskSet", "mask_set", "axis_positions"]
+__all__ = ["MaskSet", "mask_set", "axis_positions", "misaligned", "covered_tokens"]
 
 
 def _pair(value: object, name: str) -> tuple[int, int]:
@@ -100,3 +100,31 @@ def mask_set(
     cols, mw, sw = axis_positions(W, pw, kw, sw)
     rects = torch.tensor([[r, c, r + mh, c + mw] for r in rows for c in cols], dtype=torch.int64)
     return MaskSet(rects, (ph, pw), (mh, mw), (sh, sw), (H, W))
+
+
+def misaligned(masks: MaskSet, patch: tuple[int, int]) -> str | None:
+    """Why the masks do not align with a ViT's ``patch`` grid (a one-line reason), or None when
+    every rectangle edge lies on a multiple of the patch size (each token then lies wholly
+    inside or wholly outside every mask, so a pair's masked pixels are whole tokens)."""
+    ph, pw = patch
+    H, W = masks.image
+    if H % ph or W % pw:
+        return f"the {H} x {W} images do not split into {ph} x {pw} patches"
+    for top, left, bottom, right in masks.rects.tolist():
+        if top % ph or bottom % ph or left % pw or right % pw:
+            return (f"mask rows [{top}, {bottom}) x columns [{left}, {right}) cut {ph} x {pw} patches (mask size "
+                    f"{masks.mask_size[0]} x {masks.mask_size[1]}, stride {masks.stride[0]} x {masks.stride[1]}; "
+                    "aligned masks need both on multiples of the patch size)")
+    return None
+
+
+def covered_tokens(masks: MaskSet, patch: tuple[int, int]) -> torch.Tensor:
+    """bool [M, G_h * G_w]: the tokens (row-major on the patch grid) each mask covers, for masks
+    aligned with the ``patch`` grid (see :func:`misaligned`)."""
+    ph, pw = patch
+    H, W = masks.image
+    gh = torch.arange(H // ph)[None, :, None]
+    gw = torch.arange(W // pw)[None, None, :]
+    r = masks.rects[:, :, None, None]
+    inside = (gh >= r[:, 0] // ph) & (gh < r[:, 2] // ph) & (gw >= r[:, 1] // pw) & (gw < r[:, 3] // pw)
+    return inside.reshape(masks.count, -1)
