@@ -306,7 +306,7 @@ def test_evaluate_records_the_stride_and_shards_merge_to_the_whole_run(tmp_path)
     images = torch.rand(9, 1, 8, 10, generator=torch.Generator().manual_seed(2))
     data = torch.utils.data.TensorDataset(images, torch.arange(9) % 3)
     strided = ColumnSmoothing(model, 3, 3, threshold=0.3, stride=4)
-    whole = fastsmooth.evaluate(strided, data, [1, 2], output=tmp_path / "whole.tsv", progress=False, batch_images=4)
+    fastsmooth.evaluate(strided, data, [1, 2], output=tmp_path / "whole.tsv", progress=False, batch_images=4)
     assert read_results(tmp_path / "whole.tsv").fingerprint["hyperparameters"]["stride"] == 4
     parts = []
     for k in (1, 2):

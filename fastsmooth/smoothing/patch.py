@@ -26,18 +26,17 @@ from fastsmooth.certificates.patch import (
     band_delta,
     band_starts,
     certify_counts,
-    strided_band_delta,
-    strided_block_delta,
-    certify_counts,
     largest_certified_patch,
     multi_band_delta,
     multi_block_delta,
     patch_deltas,
     randomized_band_patch_size,
+    strided_band_delta,
+    strided_block_delta,
 )
 from fastsmooth.engine import Decider, Everything, Margins, Segment, Sequential, runs, spread
-from fastsmooth.ops.ablation import ablation_kernel
 from fastsmooth.engine.compiled import Compile
+from fastsmooth.ops.ablation import ablation_kernel
 from fastsmooth.ops.ablation.masks import KeepMasks, cached_masks, strided_corners
 from fastsmooth.smoothing.base import BaseSmoother, Certified, Decided, MemoryFormat
 from fastsmooth.smoothing.sequential import decide_sequentially
