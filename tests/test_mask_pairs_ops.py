@@ -58,6 +58,10 @@ def test_channels_last_out_and_edge_cases(backend):
     rects[0] = torch.tensor([[0, 0, 5, 4], [0, 0, 0, 0]])  # the whole image masked
     rects[1] = torch.tensor([[2, 2, 2, 2], [9, 9, 12, 12]])  # empty and outside: nothing masked
     rects[2] = torch.tensor([[1, 1, 3, 3], [1, 1, 3, 3]])  # the same mask twice (a one-mask input)
+    # the CPU kernel's line spans: the second mask left of the first, adjacent, and nested
+    rects[3] = torch.tensor([[1, 3, 4, 4], [0, 0, 5, 2]])
+    rects[4] = torch.tensor([[0, 1, 5, 2], [2, 2, 5, 3]])
+    rects[5] = torch.tensor([[0, 0, 5, 4], [1, 1, 2, 2]])
     want = mask_pairs(x, images, rects, -1.5, backend="reference")
     assert (want[0] == -1.5).all() and torch.equal(want[1], x[images[1]])
     out = torch.empty(6, 3, 5, 4, device=device).contiguous(memory_format=torch.channels_last)

@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from fastsmooth import methods
-from fastsmooth.engine.double_masking import DoubleMasking, PairLog, majority
+from fastsmooth.engine.double_masking import (
+    FIRST_CHUNK, DoubleMasking, PairLog, disagreer_order, majority, pair_order, row_order,
+)
 from fastsmooth.evaluate import evaluate
 from fastsmooth.smoothing.patchcleanser import PatchCleanser
 from conftest import timm_or_skip
@@ -157,8 +159,65 @@ def test_certify_stops_at_the_first_wrong_look():
     x = torch.rand(4, 1, 6, 6, dtype=torch.float64)
     assert pc.certify(x, [1, 1, 0, 0]).tolist() == [False, False, True, True]
     M = pc.masks(6, 6).count
-    assert M == 9 and pc.last_units.tolist()[:2] == [16] * 2  # the first chunk: 9 one-mask, 7 two-mask pairs
+    assert M == 9 and pc.last_units.tolist()[:2] == [FIRST_CHUNK] * 2  # the first chunk of one-mask pairs
     assert pc.last_units.tolist()[2:] == [M + M * (M - 1) // 2] * 2
+
+
+class MarginModel(nn.Module):
+    """Two classes on ones images. Class 0 with logit margin ``base[k]`` summed over the masks k
+    whose watched pixel is 0 (masked; 1 when none is), except class 1 when every pixel of
+    ``flip`` is 0: masks get distinct one-mask margins, so the decider's margin order differs
+    from the spread order."""
+
+    def __init__(self, watch: list[tuple[int, int]], base: list[float], flip: list[tuple[int, int]]) -> None:
+        super().__init__()
+        self.watch, self.base, self.flip = watch, torch.tensor(base, dtype=torch.float64), flip
+
+    def forward(self, x):
+        masked = torch.stack([x[:, 0, h, w] == 0 for h, w in self.watch], dim=1).double()  # [B, M]
+        margin = 1.0 + masked @ self.base
+        hit = torch.stack([x[:, 0, h, w] == 0 for h, w in self.flip]).all(dim=0)
+        return torch.stack([torch.where(hit, 0.0, margin), torch.where(hit, 1.0, 0.0)], dim=1)
+
+
+def test_margin_order_and_only_its_last_pair_decides():
+    """Pairs run by the sum of their masks' one-mask margins, least first: the model flips on the
+    one pair of the two largest margins, which the margin order runs last (but the spread order
+    would not). Every pair must have run and the answers must be the full enumeration's."""
+    H = W = 16
+    pc = PatchCleanser(nn.Identity(), 2, 3, num_mask=3, batch_size=5)
+    ms = pc.masks(H, W)
+    M = ms.count
+    watch = [_only_in(ms.rects, k, H, W) for k in range(M)]
+    base = [float((5 * k) % M) for k in range(M)]  # distinct margins, not in mask or spread order
+    decider = DoubleMasking(M, 1, PairLog(1, M + M * (M - 1) // 2, torch.device("cpu")))
+    order = decider.two_mask_order(np.asarray(base, dtype=np.float32) + 1.0)
+    sums = [base[i] + base[j] for i, j in order]
+    assert sums == sorted(sums) and order[-1] != decider.two_mask[-1]
+    pc.model = MarginModel(watch, base, [watch[order[-1][0]], watch[order[-1][1]]])
+    x = torch.ones(3, 1, H, W, dtype=torch.float64)
+    result = pc.evaluate_batch(x)
+    assert result.prediction.tolist() == [0, 0, 0] and result.certificate.tolist() == [0.0] * 3
+    assert pc.last_units.tolist() == [M + M * (M - 1) // 2] * 3
+    assert pc.certify(x, [0, 0, 0]).tolist() == [False] * 3
+    assert pc.last_units.tolist() == [M + M * (M - 1) // 2] * 3
+    masks, _, _ = gen_mask_set((H, W), (3, 3), num_mask=3)
+    certified, predicted, maps = authors_certification(pc.model, x, np.zeros(3, dtype=int), masks)
+    assert (maps == 1).sum() == 3 * 2 and not certified.any() and predicted.tolist() == [0, 0, 0]
+    # and its first pair (the two least margins) decides after one chunk
+    pc.model = MarginModel(watch, base, [watch[order[0][0]], watch[order[0][1]]])
+    assert pc.evaluate_batch(x).certificate.tolist() == [0.0] * 3
+    assert pc.last_units.tolist() == [M + FIRST_CHUNK] * 3
+
+
+def test_order_helpers():
+    one = np.array([0, 1, 0, 2, 1])
+    margins = np.array([0.5, 3.0, 0.1, 2.0, 1.0], dtype=np.float32)
+    assert row_order(0, one, margins) == [4, 3, 1, 2]  # other classes first (by margin), then class 0
+    assert disagreer_order([1, 3, 4], margins) == [1, 3, 4]
+    assert disagreer_order([4, 3], margins) == [3, 4]
+    pairs = np.array([[0, 1], [2, 3], [0, 2], [1, 4]])
+    assert pair_order(pairs, margins).tolist() == [2, 1, 0, 3]  # sums 3.5, 2.1, 0.6, 4.0
 
 
 # -- input contract ------------------------------------------------------------------------------------

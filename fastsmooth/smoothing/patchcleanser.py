@@ -61,10 +61,7 @@ class _PairWork:
         self.flat = torch.zeros(0, dtype=torch.int64, device=x.device)
 
     def build(self, segments: Sequence[Segment]) -> torch.Tensor:
-        cap = self.log.capacity
-        images = np.concatenate([np.full(s.rows, s.image, dtype=np.int64) for s in segments])
-        pairs = np.concatenate([self.log.pairs[s.slot, s.first : s.end] for s in segments])
-        flat = np.concatenate([s.slot * cap + np.arange(s.first, s.end, dtype=np.int64) for s in segments])
+        images, flat, pairs = self.log.rows_of(segments)
         device = self.x.device
         self.flat = torch.from_numpy(flat).to(device)
         rects = torch.from_numpy(np.ascontiguousarray(self.rects[pairs])).to(device)
@@ -74,8 +71,7 @@ class _PairWork:
 
     def forward(self, inputs: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         logits = self.smoother.logits(inputs[start:stop], self.memory_format)
-        # argmax: the first (smallest) class on ties, as torch's max(1) in the authors' code
-        self.log.preds[self.flat[start:stop]] = logits.argmax(dim=1)
+        self.log.record(self.flat[start:stop], logits)
         return logits
 
 
@@ -123,10 +119,7 @@ class _TokenPairWork:
 
     def build(self, segments: Sequence[Segment]) -> tuple[torch.Tensor, torch.Tensor]:
         """(kept-token pixels [N, K, E], token indices [N, K]) of the segments' rows (one K)."""
-        cap = self.log.capacity
-        images = np.concatenate([np.full(s.rows, s.image, dtype=np.int64) for s in segments])
-        pairs = np.concatenate([self.log.pairs[s.slot, s.first : s.end] for s in segments])
-        flat = np.concatenate([s.slot * cap + np.arange(s.first, s.end, dtype=np.int64) for s in segments])
+        images, flat, pairs = self.log.rows_of(segments)
         device = self.patches.device
         self.flat = torch.from_numpy(flat).to(device)
         code = pairs[:, 0] * self.M + pairs[:, 1]
@@ -139,7 +132,7 @@ class _TokenPairWork:
     def forward(self, inputs: tuple[torch.Tensor, torch.Tensor], start: int, stop: int) -> torch.Tensor:
         pixels, index = inputs
         logits = self.smoother.token_logits(pixels[start:stop], index[start:stop])
-        self.log.preds[self.flat[start:stop]] = logits.argmax(dim=1)  # first maximum on ties, as _PairWork
+        self.log.record(self.flat[start:stop], logits)
         return logits
 
 

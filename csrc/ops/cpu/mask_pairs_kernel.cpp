@@ -1,8 +1,9 @@
 // CPU kernel of fastsmooth::mask_pairs (OpenMP through at::parallel_for).
 //
 // Work is split over output lines (row, h) of W pixels (NCHW: one line per channel; channels-
-// last: one line of W * C values). Only the two rectangles are tested per pixel: no mask
-// tensor is read or written.
+// last: one line of W * C values). Each line is cut into at most five spans by the two masks'
+// columns on it (pair_spans): masked spans are filled, kept spans copied (or normalized) in
+// plain loops the compiler vectorizes. No mask tensor is read or written.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -30,18 +31,53 @@ void write_pairs(const at::Tensor& x, const PairGrid& g, double fill_value, cons
   const int64_t lines = g.R * H;
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, C * W));
 
+  // kept columns [w0, w1) of line h of row r: the image's values (normalized when asked)
+  auto keep = [&](int64_t r, int64_t h, const scalar_t* img, int64_t w0, int64_t w1) {
+    if (g.channels_last) {
+      scalar_t* dst = op + (r * H + h) * W * C;
+      for (int64_t w = w0; w < w1; ++w)
+        for (int64_t c = 0; c < C; ++c)
+          dst[w * C + c] = static_cast<scalar_t>(
+              pair_pixel<acc_t>(false, static_cast<acc_t>(img[(c * H + h) * W + w]), mp, sp, fill, c));
+      return;
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const scalar_t* src = img + (c * H + h) * W;
+      scalar_t* dst = op + ((r * C + c) * H + h) * W;
+      if (mp == nullptr) {
+        for (int64_t w = w0; w < w1; ++w) dst[w] = src[w];
+      } else {
+        for (int64_t w = w0; w < w1; ++w)
+          dst[w] = static_cast<scalar_t>(pair_pixel<acc_t>(false, static_cast<acc_t>(src[w]), mp, sp, fill, c));
+      }
+    }
+  };
+  auto mask = [&](int64_t r, int64_t h, int64_t w0, int64_t w1) {
+    const scalar_t v = static_cast<scalar_t>(fill);
+    if (g.channels_last) {
+      scalar_t* dst = op + (r * H + h) * W * C;
+      for (int64_t i = w0 * C; i < w1 * C; ++i) dst[i] = v;
+      return;
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      scalar_t* dst = op + ((r * C + c) * H + h) * W;
+      for (int64_t w = w0; w < w1; ++w) dst[w] = v;
+    }
+  };
+
   at::parallel_for(0, lines, grain, [&](int64_t begin, int64_t end) {
     for (int64_t l = begin; l < end; ++l) {
       const int64_t r = l / H, h = l % H;
       const scalar_t* img = xp + g.images[r] * C * H * W;
-      for (int64_t w = 0; w < W; ++w) {
-        const bool masked = pair_masked(g, r, h, w);
-        for (int64_t c = 0; c < C; ++c) {
-          const acc_t v = static_cast<acc_t>(img[(c * H + h) * W + w]);
-          const int64_t o = g.channels_last ? ((r * H + h) * W + w) * C + c : ((r * C + c) * H + h) * W + w;
-          op[o] = static_cast<scalar_t>(pair_pixel<acc_t>(masked, v, mp, sp, fill, c));
-        }
+      int64_t lo[2], hi[2];
+      const int spans = pair_spans(g, r, h, lo, hi);
+      int64_t w = 0;
+      for (int k = 0; k < spans; ++k) {
+        keep(r, h, img, w, lo[k]);
+        mask(r, h, lo[k], hi[k]);
+        w = hi[k];
       }
+      keep(r, h, img, w, W);
     }
   });
 }
