@@ -283,10 +283,11 @@ def _thresholds(levels: np.ndarray, certificate: Callable[[np.ndarray], np.ndarr
 
 
 class Sequential(_Looks):
-    """Anytime-valid decisions of a sampling smoother: n0 samples choose the class c_A, then the
-    estimation samples are looked at on a schedule and an image retires as soon as every level
-    is decided (certified or given up). P(certifying a level t with certificate(p_A) < t) <=
-    alpha, whatever the data, for every level.
+    """Anytime-valid decisions of a sampling smoother: selection samples (at most n0, see
+    ``selection``) choose the class c_A, then the estimation samples are looked at on a schedule
+    and an image retires as soon as every level is decided (certified or given up).
+    P(certifying a level t with certificate(p_A) < t) <= alpha, whatever the data, for every
+    level.
 
     ``rule="hybrid"`` (the default): level t with threshold p*(t) (the least p whose certificate
     reaches t) is certified at the first look where either
