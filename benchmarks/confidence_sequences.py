@@ -9,8 +9,10 @@ streams, so the comparison has no sampling noise between rules:
 
 - ``fastsmooth.engine.Sequential`` itself (fed prefix counts, as the engine does): the
   union-bound rule with schedules of looks (first look, growth) and shares of alpha at n_max,
-  and the hybrid rule (the default since; docs/sequential-rule.md), each for the radius alone
-  and with the abstention level 0 that ``decide_batch`` adds (``predict=True``);
+  and the hybrid rule (the default since; docs/sequential-rule.md) with n0 fixed selection
+  samples and with adaptive selection (the default: c_A fixed at 16, 32 or 64 samples when a
+  sign test shows the leader ahead), each for the radius alone and with the abstention level 0
+  that ``decide_batch`` adds (``predict=True``);
 - a beta-binomial mixture confidence sequence (Robbins 1970; Howard et al. 2021), looked at
   every 50 samples: {p : B(a + k, b + m - k) / (B(a, b) p^k (1 - p)^(m - k)) < 1 / alpha};
 
@@ -61,7 +63,8 @@ def streams(sigma: float, images: int, n: int, seed: int = 7) -> tuple[np.ndarra
 
 
 def run_decider(decider: Sequential, classes: np.ndarray) -> tuple[int, list[bool], int]:
-    """(prediction, certified per level, forwards) of a one-slot decider on one stream."""
+    """(prediction, certified per level, forwards) of a one-slot decider on one stream (its
+    selection samples are ``decider.selected[0]`` after the run)."""
     target = decider.start(0)
     while True:
         counts = torch.from_numpy(np.bincount(classes[:target], minlength=10)[None].astype(np.int64))
@@ -117,8 +120,15 @@ def main() -> None:
              "union bound, 64 x 1.5, alpha / 2 at n": dict(first=64, growth=1.5, final_share=0.5, **union),
              "union bound, 64 x 1.5, alpha / 2 at n, + level 0": dict(first=64, growth=1.5, final_share=0.5,
                                                                      rule="union", abstain=True),
-             "hybrid (default)": dict(first=64, growth=1.5, final_share=0.5, rule="hybrid", abstain=False),
-             "hybrid (default), + level 0": dict(first=64, growth=1.5, final_share=0.5, rule="hybrid", abstain=True)}
+             "hybrid, fixed n0": dict(first=64, growth=1.5, final_share=0.5, rule="hybrid", abstain=False,
+                                      selection="fixed"),
+             "hybrid, fixed n0, + level 0": dict(first=64, growth=1.5, final_share=0.5, rule="hybrid", abstain=True,
+                                                 selection="fixed"),
+             "hybrid (default), adaptive selection": dict(first=64, growth=1.5, final_share=0.5, rule="hybrid",
+                                                          abstain=False, selection="adaptive"),
+             "hybrid (default), adaptive selection, + level 0": dict(first=64, growth=1.5, final_share=0.5,
+                                                                     rule="hybrid", abstain=True,
+                                                                     selection="adaptive")}
     for sigma in args.sigma:
         classes, labels = streams(sigma, args.images, args.n)
         for r in args.radii:
@@ -137,13 +147,15 @@ def main() -> None:
                 if share is None:  # alpha / K at each of the K looks
                     share = 1 / len(schedule(args.n, rule["first"], rule["growth"]))
                 levels = [r, 0.0] if rule["abstain"] else [r]  # level 0: decide_batch's abstention
-                answers = [run_decider(Sequential(N0, args.n, ALPHA, levels, radius, 1, first=rule["first"],
-                                                  growth=rule["growth"], final_share=share, rule=rule["rule"]), s)
-                           for s in classes]
+                deciders = [Sequential(N0, args.n, ALPHA, levels, radius, 1, first=rule["first"], growth=rule["growth"],
+                                       final_share=share, rule=rule["rule"], selection=rule.get("selection"))
+                            for _ in classes]
+                answers = [run_decider(d, s) for d, s in zip(deciders, classes)]
                 forwards = np.mean([a[2] for a in answers])
+                selected = np.mean([int(d.selected[0]) for d in deciders])
                 accuracy = np.mean([a[0] == y and all(a[1]) for a, y in zip(answers, labels)])
-                print(f"  {name:48s} {forwards:8.1f} forwards ({(N0 + args.n) / forwards:5.1f}x fewer), "
-                      f"certified accuracy {accuracy:.3f}")
+                print(f"  {name:48s} {forwards:8.1f} forwards ({(N0 + args.n) / forwards:5.1f}x fewer; "
+                      f"{selected:5.1f} selection), certified accuracy {accuracy:.3f}")
             if args.no_beta_binomial:
                 continue
             mixed = [run_mixture(s, p_star, args.n) for s in classes]

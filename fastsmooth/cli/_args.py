@@ -84,7 +84,9 @@ HYPER_FLAGS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "seed": (("--seed",), {"type": int, "help": "DSSN: seed of the offset vector, part of the model (default 0); "
                            "randomized methods: seed of the sampling (default 0; image i always gets the same "
                            "noise, whatever the batch)"}),
-    "n0": (("--n0",), {"type": int, "help": "samples that choose the class (randomized methods)"}),
+    "n0": (("--n0",), {"type": int, "help": "samples that choose the class (randomized methods; with --decide at "
+                                          "most this many: selection stops at 16, 32, 64, ... once a sign test "
+                                          "shows the leader ahead)"}),
     "n": (("--n",), {"type": int, "help": "samples that bound its probability (randomized methods)"}),
     "alpha": (("--alpha",), {"type": float, "help": "failure probability of randomized certificates"}),
     "sided": (("--sided",), {"choices": ("one", "two"), "help": "ssn / uniform: alpha as a one- or two-sided level"}),

@@ -15,7 +15,8 @@
   the hybrid mixture / Clopper-Pearson rule, or the union bound) and :class:`SequentialPredict`
   (their anytime-valid PREDICT).
 - ``audit``: the exact false-certification rate and expected samples of a sequential rule on a
-  Bernoulli stream (dynamic programming over the looks), and a vectorized simulation of it.
+  Bernoulli stream (dynamic programming over the looks), with its selection of c_A on a
+  two-class stream (``exact_total``), and vectorized simulations of both.
 - ``works``: :class:`SeededWork`, units of ops keyed by one seed per call (l0, SSN, uniform).
 - ``loop``: :func:`run`, the loop itself.
 

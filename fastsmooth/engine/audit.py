@@ -11,6 +11,22 @@ count, the very code that runs on real counts) leave it. This gives, with no sam
   rate of the rule (its validity); elsewhere its power;
 - E[samples]: the expected estimation samples the level takes (selection samples excluded).
 
+:func:`exact_total` adds the selection of c_A (``Sequential.selection``, fixed or adaptive),
+exactly, on a two-class stream: class A with probability p against everything else lumped into
+one class, which A loses ties to. Lumping is the hard case of the sign test: the runner-up's
+count is then all of the non-A votes, so a correct early stop is never easier, and a wrong
+class j can lead and pass the test against the runner-up (whose count is >= A's) only on
+streams where the lumped class passes against A too; so the two-class wrong-choice probability
+bounds that of any split of the other classes, look by look. Selection at the looks s_1 <
+... < s_J = n0 follows the same dynamic programming (its ``select`` evaluated at every count).
+The estimation samples after the selection's stop are fresh draws whatever c_A and the stop
+are, so with R = P(c_A = A) and W = 1 - R:
+
+- P(certified) = R x P_est(certified | p) + W x P_est(certified | 1 - p): a wrong c_A has
+  probability 1 - p, and certifying it at a level whose threshold p* exceeds 1 - p is a false
+  certification, at most alpha (exactly: ``exact`` at 1 - p; not assumed 0);
+- E[forwards] = E[selection samples] + R x E_est[samples | p] + W x E_est[samples | 1 - p].
+
 :func:`simulate` runs the same decider through ``update`` on simulated streams, vectorized over
 streams, as a check that the exact computation describes the code path the engine runs.
 """
@@ -25,7 +41,7 @@ from scipy.stats import binom
 
 from fastsmooth.engine.deciders import Sequential
 
-__all__ = ["Outcome", "exact", "one_level", "simulate"]
+__all__ = ["Outcome", "Total", "exact", "exact_total", "one_level", "simulate", "simulate_total"]
 
 
 class Outcome(NamedTuple):
@@ -37,9 +53,23 @@ class Outcome(NamedTuple):
     samples: float
 
 
-def one_level(n_max: int, alpha: float, p_star: float, rule: str = "hybrid", slots: int = 1, **kwargs) -> Sequential:
+class Total(NamedTuple):
+    """One level with the selection of c_A included (:func:`exact_total`). certified: P(the
+    level is certified, for whichever class was chosen); wrong: P(c_A is not class A);
+    selection: E[selection samples]; forwards: E[selection + estimation samples]."""
+
+    certified: float
+    wrong: float
+    selection: float
+    forwards: float
+
+
+def one_level(
+    n_max: int, alpha: float, p_star: float, rule: str = "hybrid", slots: int = 1, n0: int = 0, **kwargs
+) -> Sequential:
     """A decider of a single level whose threshold is ``p_star`` (certificate(p) = p, level p_star)."""
-    return Sequential(0, n_max, alpha, [p_star], lambda p: np.asarray(p, dtype=np.float64), slots, rule=rule, **kwargs)
+    return Sequential(n0, n_max, alpha, [p_star], lambda p: np.asarray(p, dtype=np.float64), slots, rule=rule,
+                      **kwargs)
 
 
 def exact(decider: Sequential, p: float, level: int = 0) -> Outcome:
@@ -63,6 +93,56 @@ def exact(decider: Sequential, p: float, level: int = 0) -> Outcome:
         given_up += float(alive[k[no]].sum())
         alive[k[yes | no]] = 0.0
     return Outcome(certified, given_up, samples)
+
+
+def exact_total(decider: Sequential, p: float, level: int = 0) -> Total:
+    """The exact :class:`Total` of ``decider``'s level ``level`` with its selection (n0 and
+    ``selection`` of the decider) on a two-class stream, class A with probability p (see the
+    module docstring). Class A has index 1, so it loses ties to the lumped class (index 0)."""
+    alive = np.ones(1)  # P(still selecting with a votes of A so far), a = 0 .. s
+    right = wrong = selection = 0.0
+    s = 0
+    for look in decider.selection_looks:
+        step = look - s
+        selection += step * float(alive.sum())
+        if step:
+            alive = np.convolve(alive, binom.pmf(np.arange(step + 1), step, p))
+        s = look
+        a = np.flatnonzero(alive)
+        chosen = decider.select(np.stack([s - a, a], axis=1), np.full(len(a), s))
+        right += float(alive[a[chosen == 1]].sum())
+        wrong += float(alive[a[chosen == 0]].sum())
+        alive[a[chosen >= 0]] = 0.0
+    hit, miss = exact(decider, p, level), exact(decider, 1.0 - p, level)
+    certified = right * hit.certified + wrong * miss.certified
+    return Total(certified, wrong, selection, selection + right * hit.samples + wrong * miss.samples)
+
+
+def simulate_total(
+    make: Callable[[int], Sequential], p: float, streams: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(certified [streams, L] bool, c_A is wrong [streams] bool, units used, selection
+    included [streams]) of ``make(streams)`` fed through ``update`` the counts of ``streams``
+    independent two-class streams (class A = index 1 with probability p, as in
+    :func:`exact_total`), each slot asking for its own unit totals (selection looks, then
+    estimation looks), all slots in one call per round."""
+    decider = make(streams)
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((streams, 2), dtype=np.int64)
+    drawn = np.zeros(streams, dtype=np.int64)
+    target = np.full(streams, decider.start(0), dtype=np.int64)
+    active = np.arange(streams)
+    while len(active):
+        step = target[active] - drawn[active]
+        hits = rng.binomial(step, p)
+        counts[active, 1] += hits
+        counts[active, 0] += step - hits
+        drawn[active] = target[active]
+        nxt = decider.update(active.tolist(), torch.from_numpy(counts[active]), drawn[active].tolist())
+        more = np.array([t is not None for t in nxt])
+        target[active[more]] = [t for t in nxt if t is not None]
+        active = active[more]
+    return decider.certified.numpy().copy(), decider.prediction.numpy() != 1, drawn
 
 
 def simulate(

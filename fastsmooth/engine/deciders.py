@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 import torch
 from scipy.special import betainc, betaincc, betaln
+from scipy.stats import binom
 
 from fastsmooth.certificates.counts import top_two
 from fastsmooth.stats import binomial_pvalues, clopper_pearson_lower, clopper_pearson_upper
@@ -207,6 +208,13 @@ FINAL_SHARE = 0.5
 MIXTURE_FIRST = 16
 MIXTURE_GROWTH = 1.1
 RULES = ("hybrid", "union")
+#: Adaptive selection of c_A (``Sequential(selection="adaptive")``): looks after 16, 32, 64, ...
+#: (x 2) selection samples, capped at n0, each a one-sided sign test of the leader against the
+#: runner-up at SELECTION_ALPHA. Its level costs power only (a wrong c_A is rarely certified),
+#: never validity: see :class:`Sequential`.
+SELECTION_FIRST = 16
+SELECTION_ALPHA = 0.001
+SELECTIONS = ("adaptive", "fixed")
 
 
 class _Looks:
@@ -275,10 +283,11 @@ def _thresholds(levels: np.ndarray, certificate: Callable[[np.ndarray], np.ndarr
 
 
 class Sequential(_Looks):
-    """Anytime-valid decisions of a sampling smoother: n0 samples choose the class c_A, then the
-    estimation samples are looked at on a schedule and an image retires as soon as every level
-    is decided (certified or given up). P(certifying a level t with certificate(p_A) < t) <=
-    alpha, whatever the data, for every level.
+    """Anytime-valid decisions of a sampling smoother: selection samples (at most n0, see
+    ``selection``) choose the class c_A, then the estimation samples are looked at on a schedule
+    and an image retires as soon as every level is decided (certified or given up).
+    P(certifying a level t with certificate(p_A) < t) <= alpha, whatever the data, for every
+    level.
 
     ``rule="hybrid"`` (the default): level t with threshold p*(t) (the least p whose certificate
     reaches t) is certified at the first look where either
@@ -306,6 +315,23 @@ class Sequential(_Looks):
     the rest is split evenly over the others. A level is certified when ``certificate(lower) >=
     level`` and given up when ``certificate(upper) < level``, both at the current look.
 
+    ``selection``: how c_A is chosen. ``"fixed"``: the leader (smallest index on ties) of the
+    first n0 samples; estimation samples are units n0, n0 + 1, .... ``"adaptive"``: looks at the
+    selection samples after 16, 32, 64, ... (x 2, :func:`selection_schedule`) and finally n0;
+    at a look before n0, c_A is fixed to the leader when the one-sided sign test of its count n1
+    against the runner-up's n2 (P(Bin(n1 + n2, 1/2) >= n1), :func:`sign_test_pvalues`) is <=
+    ``selection_alpha``; at n0 it is the leader, as with ``"fixed"``. A slot's estimation
+    samples are the units after its own selection length s (``selected[slot]``): its hits at
+    unit total u are count(c_A at u) - count(c_A at s), m = u - s, m <= n_max. Validity does
+    not depend on the selection: s is a stopping time of the stream, so the units after it are
+    fresh independent draws whatever c_A is, and the estimation rule's guarantee holds given
+    (s, c_A), hence overall (Cohen et al.'s argument for a fixed n0, with s in place of n0).
+    The sign test's level only bounds the power lost to a wrong c_A: a wrong class j with
+    p_j <= p_A stops an early look with probability <= ``selection_alpha``, so at most
+    (number of early looks) x (K - 1) x ``selection_alpha`` (two classes: 3 x 0.001 at n0 = 100)
+    more than a fixed n0 loses. The default, None, is ``"adaptive"`` under the hybrid rule and
+    ``"fixed"`` under ``rule="union"`` (the rule before, kept as it was).
+
     ``certificate`` maps p bounds (np.ndarray) to certificates (radii / patch sizes) and must
     not decrease in p. ``give_up=False`` never stops an image for a level it cannot certify (it
     then runs to n_max).
@@ -326,10 +352,23 @@ class Sequential(_Looks):
         give_up: bool = True,
         final_share: float = FINAL_SHARE,
         rule: str = "hybrid",
+        selection: str | None = None,
+        selection_alpha: float = SELECTION_ALPHA,
     ) -> None:
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+        if selection is None:
+            selection = "adaptive" if rule == "hybrid" else "fixed"
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+        if not 0 < selection_alpha < 1:
+            raise ValueError(f"selection_alpha must be in (0, 1), got {selection_alpha!r}; the default is "
+                             f"{SELECTION_ALPHA}")
         self.n0, self.n_max, self.alpha, self.give_up, self.rule = n0, n_max, alpha, give_up, rule
+        self.selection, self.selection_alpha = selection, float(selection_alpha)
+        # the looks at the selection samples; "fixed": n0 only
+        self.selection_looks = selection_schedule(n0) if selection == "adaptive" else [n0]
+        self._selection_looks = np.asarray(self.selection_looks, dtype=np.int64)
         self.levels = np.asarray([float(v) for v in levels], dtype=np.float64)
         self.certificate = certificate
         self._init_looks(n_max, alpha, first, growth, final_share)
@@ -339,9 +378,12 @@ class Sequential(_Looks):
             # every look of the union schedule but n_max gives up only; n_max certifies at final_share x alpha
             self.mixture_log_bound = float(np.log(1.0 / ((1.0 - final_share) * alpha))) if final_share < 1 else np.inf
             self.p_star = _thresholds(self.levels, certificate)
-        # per slot, on the host (one vectorized look for many images): c_A, its selection count
+        # per slot, on the host (one vectorized look for many images): c_A (-1 while selecting),
+        # its count and the unit total where selection stopped (estimation starts there)
         self._choice = np.full(slots, -1, dtype=np.int64)
         self._before = np.zeros(slots, dtype=np.int64)
+        self._selected = np.zeros(slots, dtype=np.int64)
+        self.selected = torch.from_numpy(self._selected)  # view: selection samples each slot used
         self._prediction = np.full(slots, -1, dtype=np.int64)
         self._certified = np.zeros((slots, len(self.levels)), dtype=np.bool_)
         self.prediction = torch.from_numpy(self._prediction)  # views: the looks write the arrays
@@ -354,7 +396,25 @@ class Sequential(_Looks):
         return slots * (self.n0 + self.n_max)
 
     def start(self, slot: int) -> int:
-        return self.n0
+        return self.selection_looks[0]
+
+    def select(self, counts: np.ndarray, units: np.ndarray) -> np.ndarray:
+        """c_A [S] chosen from selection counts [S, K] (int64) at ``units`` [S] (each a selection
+        look), -1 where selection goes on: the leader (smallest index on ties) at n0, or before
+        n0 (``"adaptive"``) where its sign test against the runner-up passes. A pure function of
+        (counts, units), which the exact audit evaluates at every possible count."""
+        counts = np.asarray(counts, dtype=np.int64)
+        units = np.asarray(units, dtype=np.int64)
+        rows = np.arange(len(counts))
+        leader = counts.argmax(axis=1)  # the first (smallest) index on ties
+        stop = units >= self.n0
+        if self.selection == "adaptive" and counts.shape[1] > 1:
+            n1 = counts[rows, leader]
+            others = counts.copy()
+            others[rows, leader] = -1
+            n2 = others.max(axis=1)
+            stop |= sign_test_pvalues(n1, n2) <= self.selection_alpha
+        return np.where(stop, leader, -1)
 
     def judge(self, hits: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(certified [S, L], given up [S, L]) of ``hits`` of c_A in ``m`` estimation samples at
@@ -390,17 +450,23 @@ class Sequential(_Looks):
         assert counts is not None
         rows = np.asarray(slots, dtype=np.int64)
         counts_a = counts.numpy()
-        m = np.asarray(units, dtype=np.int64) - self.n0
+        units_a = np.asarray(units, dtype=np.int64)
         nxt = np.full(len(rows), -1, dtype=np.int64)  # -1: done
-        fresh = m == 0  # the n0 selection samples have run: choose c_A (smallest index on ties)
-        if fresh.any():
-            c = counts_a[fresh].argmax(axis=1)
-            self._choice[rows[fresh]] = c
-            self._before[rows[fresh]] = counts_a[fresh][np.arange(len(c)), c]
-            nxt[fresh] = self.n0 + self.looks[0]
-        look = ~fresh  # past selection: decided together (one vectorized bound per look)
+        selecting = self._choice[rows] < 0  # at a selection look: choose c_A or look again
+        if selecting.any():
+            at, u = rows[selecting], units_a[selecting]
+            chosen = self.select(counts_a[selecting], u)
+            stop = chosen >= 0
+            self._choice[at[stop]] = chosen[stop]
+            self._before[at[stop]] = counts_a[selecting][stop, chosen[stop]]
+            self._selected[at[stop]] = u[stop]
+            again = self._selection_looks[np.minimum(np.searchsorted(self._selection_looks, u, side="right"),
+                                                     len(self._selection_looks) - 1)]
+            nxt[selecting] = np.where(stop, u + self.looks[0], again)
+        look = ~selecting  # past selection: decided together (one vectorized bound per look)
         if look.any():
-            at, m_at = rows[look], m[look]
+            at = rows[look]
+            m_at = units_a[look] - self._selected[at]  # estimation samples: after this slot's selection
             hits = counts_a[look][np.arange(len(at)), self._choice[at]] - self._before[at]
             yes, no = self.judge(hits, m_at)
             if self.rule == "hybrid":  # a level's first decision is final
@@ -413,7 +479,7 @@ class Sequential(_Looks):
             self._prediction[finished] = self._choice[finished]
             self._certified[finished] = yes[done]
             later = self._looks[np.minimum(np.searchsorted(self._looks, m_at, side="right"), len(self._looks) - 1)]
-            nxt[look] = np.where(done, -1, self.n0 + later)
+            nxt[look] = np.where(done, -1, self._selected[at] + later)
         return [None if t < 0 else t for t in nxt.tolist()]
 
 
@@ -423,7 +489,9 @@ class SequentialPredict(_Looks):
     alpha over the looks. Returns the top class at the first look whose p-value is <= that
     look's alpha; abstains (-1) at n_max. P(returning a class other than g(x)) <= alpha: each
     look's test errs with probability <= its alpha_k (Cohen et al.'s argument), and the looks'
-    alphas sum to alpha. Images near a tie run to n_max, as they would at a fixed n.
+    alphas sum to alpha. Images near a tie run to n_max, as they would at a fixed n. It has no
+    selection samples (the class is what its test decides), so :class:`Sequential`'s adaptive
+    selection has nothing to shorten here.
     """
 
     reads_counts = True
@@ -462,6 +530,24 @@ class SequentialPredict(_Looks):
             else:
                 out.append(self._after(m[i]))
         return out
+
+
+def selection_schedule(n0: int, first: int = SELECTION_FIRST) -> list[int]:
+    """The looks of adaptive selection: first, 2 first, 4 first, ... below n0, then n0 (just
+    [n0] when n0 <= first)."""
+    looks = []
+    s = first
+    while s < n0:
+        looks.append(s)
+        s *= 2
+    return looks + [n0]
+
+
+def sign_test_pvalues(n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
+    """P(Bin(n1 + n2, 1/2) >= n1) per entry: the one-sided sign test of "the class with n1 votes
+    is not ahead of the one with n2" (1 where n1 = 0)."""
+    n1, n2 = np.asarray(n1, dtype=np.int64), np.asarray(n2, dtype=np.int64)
+    return binom.sf(n1 - 1, n1 + n2, 0.5)
 
 
 def look_alphas(looks: int, alpha: float, final_share: float = FINAL_SHARE) -> list[float]:

@@ -194,7 +194,8 @@ class Smooth(BaseSmoother):
     ) -> Decided:
         """Certified or not at each l2 radius of ``levels``, stopping each image as soon as it is decided.
 
-        n0 samples (default ``self.n0``) choose c_A; estimation samples follow up to ``n_max``
+        Up to n0 samples (default ``self.n0``; adaptive selection may stop at 16, 32 or 64 when a
+        sign test shows the leader ahead) choose c_A; estimation samples follow up to ``n_max``
         (default ``self.n``), and an image retires once every level r is decided: certified when
         an anytime-valid test shows p_A > Phi(r / sigma) (the radius sigma Phi^-1(p_A) >= r, as
         :meth:`certify_batch` computes it from its bound), given up when it rules r out

@@ -149,7 +149,7 @@ class RandomizedAblation(BaseSmoother):
         predict: bool = True,
     ) -> Decided:
         """Certified or not at each l0 radius of ``levels``, each image stopping as soon as it is
-        decided (``fastsmooth.smoothing.sequential``: n0 samples choose the class, anytime-valid
+        decided (``fastsmooth.smoothing.sequential``: up to n0 samples choose the class, anytime-valid
         tests on the estimation samples; false certification <= alpha at each level).
         Abstains (-1) where radius >= 0 is not shown; ``predict=False`` does not decide that
         (-1 also where no level is certified, fewer samples). Defaults: the instance's n0, n,

@@ -642,7 +642,8 @@ class RandomizedBandSmoothing(_AblationSmoother):
     ) -> Decided:
         """Certified or not against each patch size of ``levels``, each image stopping as soon as
         it is decided (``fastsmooth.smoothing.sequential``). Positions are drawn as in
-        :meth:`counts`: n0 selection bands, then up to ``n_max`` (default n) estimation bands."""
+        :meth:`counts`: up to n0 selection bands (adaptive selection), then up to ``n_max`` (default n)
+        estimation bands."""
         x = self._prepare(x)
         n0 = self.n0 if n0 is None else _check_positive(n0, "n0")
         n_max = self.n if n_max is None else _check_positive(n_max, "n_max")

@@ -1,7 +1,8 @@
 """Sequential (anytime-valid) decisions of the sampling smoothers at given levels.
 
 Shared by ``Smooth``, ``SSN``, ``UniformSmoothing``, ``RandomizedAblation`` and
-``RandomizedBandSmoothing``: n0 samples choose the class, then the estimation samples of the
+``RandomizedBandSmoothing``: up to n0 samples choose the class (adaptive selection stops at
+16, 32, 64, ... samples once a sign test shows the leader ahead), then the estimation samples of the
 same stream are looked at on a schedule (``fastsmooth.engine.Sequential``: a truncated
 Krichevsky-Trofimov mixture test per level plus Clopper-Pearson at n_max, or the union bound
 over the looks of Clopper-Pearson intervals) until every level is decided. The
@@ -33,6 +34,7 @@ def decide_sequentially(
     growth: float = GROWTH,
     predict: bool = True,
     rule: str = "hybrid",
+    selection: str | None = None,
 ) -> Decided:
     """Run ``execute(decider)`` (the smoother's units through the engine; returns the units
     each image used) and read the answers.
@@ -46,12 +48,15 @@ def decide_sequentially(
     certificate >= 0 may take after every level is given up (at p_A = 0.6 and a level it cannot
     reach, ~500 against 64); its prediction is c_A where some level is certified (a certificate
     >= t >= 0 shows it does not abstain) and -1, "not decided", elsewhere.
-    ``rule``: the decision rule (``fastsmooth.engine.Sequential``).
+    ``rule``: the decision rule; ``selection``: how c_A is chosen, ``"adaptive"`` (the
+    default under the hybrid rule: a sign test at 16, 32, 64, ... selection samples may fix c_A
+    before n0) or ``"fixed"`` (n0 samples); see ``fastsmooth.engine.Sequential``. The units each
+    image used (``forwards``) count the selection samples it actually drew.
     """
     asked = [float(t) for t in levels]
     decide_abstention = abstains and predict
     decider = Sequential(n0, n_max, alpha, asked + ([0.0] if decide_abstention else []), certificate, images,
-                         first, growth, rule=rule)
+                         first, growth, rule=rule, selection=selection)
     units = execute(decider)
     prediction, certified = decider.prediction.clone(), decider.certified.clone()
     if decide_abstention:
