@@ -45,10 +45,14 @@ from fastsmooth.results import (
 )
 from fastsmooth.executors import BatchResult, Evaluable, Executor, LocalExecutor, WorkBatch
 from fastsmooth.executors.seeding import image_generator
+from fastsmooth.engine.deciders import DECISION
 from fastsmooth.merge import SHARD_KEY, shard_entry
 from fastsmooth.outfiles import OutputLock, target, write_error
 
 DECIDE_KEY = "decide"  # the fingerprint entry of level mode: the levels decided
+# level mode of a randomized smoother also records the sequential procedure its decide_batch
+# runs, so that a file begun under another (the union rule, a fixed n0) is never resumed into
+DECISION_KEY = "decision"
 from fastsmooth.shards import Shard, parse_shard
 
 __all__ = [
@@ -373,6 +377,8 @@ def _evaluate(
            **data_part}
     if decide:
         run[DECIDE_KEY] = levels
+        if getattr(smoother, "randomized", False):  # its answers and forwards depend on the sequential procedure
+            run[DECISION_KEY] = dict(DECISION)
     if shard is not None:
         if total is None:
             raise ValueError(f"shard={str(shard)!r} needs a map-style data set (with a length and indexing), got "

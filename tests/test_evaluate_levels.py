@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 import fastsmooth
-from fastsmooth.results import read_results
+from fastsmooth.results import ResultsError, read_results
 from fastsmooth.smoothing.base import Decided
 
 
@@ -85,3 +85,31 @@ def test_level_mode_on_a_real_smoother_matches_certify(tmp_path):
     assert summary.certified_accuracy == full.certified_accuracy
     assert summary.clean_accuracy == full.clean_accuracy
     assert 1 <= summary.forwards_per_image <= 6
+
+
+def test_level_mode_of_a_randomized_smoother_records_its_sequential_procedure(tmp_path):
+    """A level-mode file of a sampling smoother names the sequential procedure (rule, selection)
+    in its fingerprint: a file begun under another one (here: one without the entry, as files
+    from before adaptive selection) is refused, not resumed into a mix of both."""
+    from fastsmooth.engine.deciders import DECISION
+    from test_patch_smoothing import tiny_net
+
+    torch.manual_seed(0)
+    smoother = fastsmooth.Smooth(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 3)), 3, 0.5,
+                                 batch_size=64)
+    images = torch.rand(4, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    dataset = TensorDataset(images, torch.tensor([0, 1, 2, 0]))
+    out = tmp_path / "levels.tsv"
+    kwargs = dict(levels=(0.1,), progress=False, decide=True, seed=0)
+    fastsmooth.evaluate(smoother, dataset, output=out, **kwargs)
+    assert read_results(out).fingerprint["decision"] == DECISION
+    lines = out.read_text().splitlines(keepends=True)
+    lines[0] = lines[0].replace('"decision":', '"old":')
+    out.write_text("".join(lines))
+    with pytest.raises(ResultsError, match="decision"):
+        fastsmooth.evaluate(smoother, dataset, output=out, **kwargs)
+    # exact deciders (every ablation smoother without noise) record none: their answers do not depend on it
+    column = tmp_path / "column.tsv"
+    fastsmooth.evaluate(fastsmooth.ColumnSmoothing(tiny_net(1, 3, seed=0), 3, 2, batch_size=16), dataset,
+                        levels=(1,), progress=False, decide=True, output=column)
+    assert "decision" not in read_results(column).fingerprint

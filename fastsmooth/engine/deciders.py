@@ -215,6 +215,10 @@ RULES = ("hybrid", "union")
 SELECTION_FIRST = 16
 SELECTION_ALPHA = 0.001
 SELECTIONS = ("adaptive", "fixed")
+#: The sequential procedure of the smoothers' ``decide_batch`` (a level-mode results file of a
+#: randomized smoother records it in its fingerprint): change it with any change of its defaults.
+DECISION = {"rule": "hybrid", "selection": "adaptive", "selection_alpha": SELECTION_ALPHA,
+            "selection_first": SELECTION_FIRST}
 
 
 class _Looks:
