@@ -6,6 +6,7 @@ masks; a few seconds on a CPU, cached per process."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -33,8 +34,15 @@ def _cutout(x: torch.Tensor, g: torch.Generator, patch: int = 4, k: int = 5) -> 
     return mask_pairs(x, torch.arange(x.shape[0]), rects, backend="reference")
 
 
-def train(model: nn.Module, epochs: int, lr: float = 2e-3, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
+def train(build: Callable[[], nn.Module], epochs: int, lr: float = 2e-3, seed: int = 0) -> nn.Module:
+    """``build()`` trained on the demo digits, its initial weights drawn from ``seed`` too (the
+    same weights in every process), without touching the caller's random state."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return _train(build(), epochs, lr, seed)
+
+
+def _train(model: nn.Module, epochs: int, lr: float, seed: int) -> nn.Module:
     train_set, _ = demo_mnist()
     x, y = train_set.tensors
     g = torch.Generator().manual_seed(seed)
@@ -53,7 +61,7 @@ def train(model: nn.Module, epochs: int, lr: float = 2e-3, seed: int = 0) -> nn.
 
 @functools.cache
 def digit_cnn() -> nn.Module:
-    return train(DigitCNN(), epochs=3)
+    return train(DigitCNN, epochs=3)
 
 
 @functools.cache
@@ -62,7 +70,7 @@ def digit_vit() -> nn.Module:
 
     # 7 x 7 patches (16 tokens), width 32, depth 2: small enough for hundreds of thousands of
     # forwards on a CPU
-    return train(mnist_vit(patch_size=7, embed_dim=32, depth=2, num_heads=2), epochs=3)
+    return train(lambda: mnist_vit(patch_size=7, embed_dim=32, depth=2, num_heads=2), epochs=3)
 
 
 def held_out(count: int) -> tuple[torch.Tensor, torch.Tensor]:
