@@ -13,11 +13,11 @@ The counts of both roles are compared (``extra_info["counts_equal"]``).
   graph per kept-token count.
 - CIFAR ResNet: ``Smooth(sigma = 0.25)`` sample counts of a CIFAR ResNet-18 (random weights),
   batch 128.
-- small ViT, network alone: ``cifar_vit`` on 128 whole 32 x 32 images (65 tokens), in inference
-  mode, through ``engine.compiled.forward`` (what ``compile=True`` runs), and the same with
-  bf16 autocast (``autocast=torch.bfloat16``, opt-in reduced precision): the model-level
-  measurement behind the 2x goal, without the smoother around it. ``extra_info`` holds the
-  largest logit difference to eager of each role.
+- networks alone (no smoother around them): the demo CNN on 1000 ablated digits, and
+  ``cifar_vit`` on 128 whole 32 x 32 images (65 tokens; the model-level measurement behind the
+  ViT's 2x goal), in inference mode, through ``engine.compiled.forward`` (what ``compile=True``
+  runs), the ViT also with bf16 autocast (``autocast=torch.bfloat16``, opt-in reduced
+  precision). ``extra_info`` holds the largest logit difference to eager of each role.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _row(benchmark, group: str, eager_fn, compiled_fn, **info) -> None:
     seconds = compile_seconds(before)
     eager_counts = eager_fn()
     equal = bool(torch.equal(eager_counts, compiled_counts))
-    run(benchmark, eager_fn, group=group, role="eager", rounds=3, primary=True, warmup=False,
+    run(benchmark, eager_fn, group=group, role="eager", rounds=7, primary=True, warmup=False,
         interleaved={"compiled": compiled_fn})
     benchmark.extra_info.update(compile_seconds=seconds, graphs=len(compile_records()) - before,
                                 counts_equal=equal, **info)
@@ -95,27 +95,44 @@ def test_cifar_resnet(benchmark):
          lambda: eager.sample_counts(x, n, seed=0), lambda: fast.sample_counts(x, n, seed=0), samples=n)
 
 
-def test_small_vit_network_alone(benchmark):
+def _network_alone(benchmark, group: str, model: torch.nn.Module, x: torch.Tensor, bf16: bool) -> None:
+    """``model(x)`` eager against ``engine.compiled.forward`` (what ``compile=True`` runs), and
+    with bf16 autocast when ``bf16``, in inference mode, interleaved; the largest logit
+    difference to eager of each role goes to extra_info."""
     from fastsmooth.engine.compiled import forward
-
-    vit = _cifar_vit()
-    x = torch.rand(128, 3, 32, 32)
 
     def eager():
         with torch.inference_mode():
-            return vit(x)
+            return model(x)
 
     def compiled(autocast=None):
         with torch.inference_mode():
-            return forward(vit, (x,), None, True, autocast=autocast)
+            return forward(model, (x,), None, True, autocast=autocast)
 
     before = len(compile_records())
     want = eager()
-    diffs = {"compiled": float((compiled() - want).abs().max()),
-             "compiled bf16": float((compiled(torch.bfloat16).float() - want).abs().max())}
+    roles = {"compiled": compiled}
+    if bf16:
+        roles["compiled bf16"] = lambda: compiled(torch.bfloat16)
+    diffs = {name: float((fn().float() - want).abs().max()) for name, fn in roles.items()}
     seconds = compile_seconds(before)
-    run(benchmark, eager, group="compiled: cifar_vit network alone, 128 images (65 tokens)", role="eager", rounds=5,
-        primary=True, interleaved={"compiled": compiled, "compiled bf16": lambda: compiled(torch.bfloat16)},
+    run(benchmark, eager, group=group, role="eager", rounds=7, primary=True, interleaved=roles,
         compile_seconds=seconds, max_logit_difference=diffs)
-    print(f"\ncifar_vit network alone: compile {seconds:.1f} s, max logit differences {diffs}, "
+    print(f"\n{group}: compile {seconds:.1f} s, max logit differences {diffs}, "
           f"eager median {benchmark.stats.stats.median * 1e3:.1f} ms, others {benchmark.extra_info['interleaved']}")
+
+
+def test_column_network_alone(benchmark):
+    """The demo CNN alone on 1000 ablated digits (2 channels, the layout the smoother feeds it)."""
+    model = _column_network()
+    _, test_set = demo_mnist(RECIPE.holdout, RECIPE.split_seed)
+    from fastsmooth.ops.ablation import ablate_bands
+
+    x = ablate_bands(test_set.tensors[0][:36], RECIPE.size)  # every column band of 36 digits: [1008, 2, 28, 28]
+    x = x[:1000].contiguous(memory_format=torch.channels_last)
+    _network_alone(benchmark, "compiled: demo CNN network alone, 1000 ablations", model, x, bf16=False)
+
+
+def test_small_vit_network_alone(benchmark):
+    _network_alone(benchmark, "compiled: cifar_vit network alone, 128 images (65 tokens)", _cifar_vit(),
+                   torch.rand(128, 3, 32, 32), bf16=True)
