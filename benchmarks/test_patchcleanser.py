@@ -3,8 +3,10 @@ the forward floor, on the same trained CNN and held-out digits, interleaved roun
 
 Roles:
 1. ``fastsmooth``: ``PatchCleanser.evaluate_batch`` (double-masking prediction and
-   certification, exact early exit, pairs of many images per forward, the fused ``mask_pairs``
-   op writing one reused buffer);
+   certification, exact early exit, each distinct masked input of an image run once, pairs of
+   many images per forward, the fused ``mask_pairs`` op writing one reused buffer);
+   ``every pair``: the same with ``dedupe=False`` (pairs that repeat an input run again), the
+   split between early exit and repeated inputs;
 2. ``authors loop``: pc_certification.py as the authors wrote it (tests/patchcleanser_authors.py):
    one model call per mask pair i <= j on the batch of images, full-size boolean masks and
    ``torch.where`` per pair, every pair run, the prediction from the two-mask map, plus the clean
@@ -12,8 +14,11 @@ Roles:
 3. ``floor``: the base model alone on as many rows as fastsmooth ran, at the same batch size, on
    real masked inputs written beforehand (no masking, no bookkeeping): what no engine can go below.
 
-The ``certified`` group runs the same roles on certified digits only (every pair runs there, so
-early exit saves nothing: the ratio to the floor is the engine's own cost). Forwards per image
+The roles run in lockstep (benchmarks/lockstep.py): within each round they take turns at every
+forward of the CNN, and each role's time is the sum of its turns.
+
+The ``certified`` group runs the same roles on certified digits only (every distinct input runs
+there, so early exit saves nothing: the ratio to the floor is the engine's own cost). Forwards per image
 are in each row's extra_info (``forwards_per_image``; the full enumeration is 666 + 1 clean).
 """
 from __future__ import annotations
@@ -23,6 +28,7 @@ import pytest
 import torch
 
 from conftest import run
+from lockstep import Lockstep
 from fastsmooth.ops.mask_pairs import mask_pairs, pair_rects
 from fastsmooth.smoothing.patchcleanser import PatchCleanser
 
@@ -54,13 +60,18 @@ def _floor(model, rows: int, x: torch.Tensor, pc: PatchCleanser):
     return floor
 
 
-def _roles(x, y):
-    model = digit_cnn()
+def _roles(x, y, model):
     pc = PatchCleanser(model, 10, PATCH, num_mask=K, batch_size=BATCH, memory_format=torch.contiguous_format)
     masks, _, _ = gen_mask_set((28, 28), (PATCH, PATCH), num_mask=K)
 
+    plain = PatchCleanser(model, 10, PATCH, num_mask=K, batch_size=BATCH, memory_format=torch.contiguous_format,
+                          dedupe=False)
+
     def fastsmooth():
         return pc.evaluate_batch(x)
+
+    def every_pair():
+        return plain.evaluate_batch(x)
 
     def authors():
         certified, predicted, _ = authors_certification(model, x, y.numpy(), masks)
@@ -68,11 +79,13 @@ def _roles(x, y):
             model(x)  # the clean prediction their script also computes
         return certified, predicted
 
-    result = fastsmooth()
     certified, predicted = authors()
-    assert result.prediction.tolist() == predicted.tolist()  # the same answers (tests/test_patchcleanser.py)
-    assert ((result.prediction == y) & (result.certificate > 0)).tolist() == certified.tolist()
-    return pc, fastsmooth, authors, _floor(model, int(pc.last_units.sum()), x, pc), certified
+    for role in (every_pair, fastsmooth):  # fastsmooth last: pc.last_units are its forwards
+        result = role()
+        assert result.prediction.tolist() == predicted.tolist()  # the same answers (tests/test_patchcleanser.py)
+        assert ((result.prediction == y) & (result.certificate > 0)).tolist() == certified.tolist()
+    roles = {"authors loop": authors, "every pair": every_pair, "floor": _floor(model, int(pc.last_units.sum()), x, pc)}
+    return pc, plain, fastsmooth, roles, certified
 
 
 @pytest.mark.parametrize("subset", ["all", "certified"])
@@ -82,13 +95,17 @@ def test_patchcleanser_digits(benchmark, subset):
         result = PatchCleanser(digit_cnn(), 10, PATCH, num_mask=K, batch_size=BATCH).evaluate_batch(x)
         keep = ((result.prediction == y) & (result.certificate > 0)).nonzero()[:, 0][:CERTIFIED]
         x, y = x[keep], y[keep]
-    pc, fastsmooth, authors, floor, certified = _roles(x, y)
+    # the roles take turns at every forward of the CNN (benchmarks/lockstep.py): this VM's speed
+    # switches between states about 2x apart, which interleaving whole calls cannot resolve
+    stepper = Lockstep(digit_cnn())
+    pc, plain, fastsmooth, roles, certified = _roles(x, y, stepper.model)
     forwards = float(pc.last_units.double().mean())
     M = pc.masks(28, 28).count
     info = dict(images=len(y), forwards_per_image=forwards, full_forwards=M + M * (M - 1) // 2 + 1,
+                every_pair_forwards_per_image=float(plain.last_units.double().mean()),
                 certified=float(np.mean(certified)), patch=PATCH, num_mask=K, batch=BATCH)
     run(benchmark, fastsmooth, group=f"PatchCleanser digits ({subset})", role="fastsmooth", rounds=7, primary=True,
-        interleaved={"authors loop": authors, "floor": floor}, **info)
+        interleaved=roles, lockstep=stepper, **info)
 
 
 #: (model, patch, num_mask, mask_stride) of the token-vs-pixel rows: masks on the ViT's grid

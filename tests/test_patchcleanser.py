@@ -26,21 +26,38 @@ def _authors(model, x, y, patch, k=-1, stride=-1):
     return authors_certification(model, x, y.numpy(), masks), masks
 
 
+def distinct_inputs(x, masks):
+    """int [B]: distinct masked inputs among each image's pairs i <= j, found by comparing the
+    authors' masked tensors (full-size boolean masks, torch.where) bit for bit."""
+    zero = torch.tensor(0.0, dtype=x.dtype)
+    M = len(masks)
+    out = []
+    for image in x:
+        seen = {torch.where(masks[i] & masks[j], image, zero).numpy().tobytes()
+                for i in range(M) for j in range(i, M)}
+        out.append(len(seen))
+    return torch.tensor(out)
+
+
 def _check_parity(model, x, y, patch, k=None, stride=None, batch_size=64):
     (certified, predicted, maps), masks = _authors(model, x, y, patch, k or -1, stride or -1)
-    pc = PatchCleanser(model, 10, patch, num_mask=k, mask_stride=stride, batch_size=batch_size)
-    result = pc.evaluate_batch(x)
-    units = pc.last_units
-    assert result.prediction.tolist() == predicted.tolist()
-    # certified at the patch size iff every one- and two-mask prediction is the label
-    ours = (result.prediction == y) & (result.certificate >= patch)
-    assert ours.tolist() == certified.tolist()
-    assert pc.certify(x, y).tolist() == certified.tolist()
-    assert pc.predict(x).tolist() == predicted.tolist()
     M = len(masks)
     full = M + M * (M - 1) // 2
-    # certified images ran every pair; the others stopped early or needed the second round
-    assert (units[torch.from_numpy(certified)] == full).all() and (units <= full).all()
+    for dedupe in (True, False):
+        pc = PatchCleanser(model, 10, patch, num_mask=k, mask_stride=stride, batch_size=batch_size, dedupe=dedupe)
+        result = pc.evaluate_batch(x)
+        units = pc.last_units
+        assert result.prediction.tolist() == predicted.tolist()
+        # certified at the patch size iff every one- and two-mask prediction is the label
+        ours = (result.prediction == y) & (result.certificate >= patch)
+        assert ours.tolist() == certified.tolist()
+        assert pc.certify(x, y).tolist() == certified.tolist()
+        assert pc.predict(x).tolist() == predicted.tolist()
+        # certified images ran every distinct input once (every pair without dedupe); the others
+        # stopped early or needed the second round
+        most = distinct_inputs(x, masks) if dedupe and pc.path == "pixels" else torch.full((len(x),), full)
+        assert (units[torch.from_numpy(certified)] == most[torch.from_numpy(certified)]).all()
+        assert (units <= most).all()
     one = np.einsum("bii->bi", maps)
     unanimous = (one == one[:, :1]).all(axis=1)
     majorities = np.array([majority(o) for o in one])

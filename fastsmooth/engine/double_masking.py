@@ -27,6 +27,11 @@ disagrees, which does not depend on the order the pairs are seen in; and at most
 pass Case II (two passing disagreers i, i' of different classes would need pair (i, i') to
 equal both), so the order of the disagreers does not change the prediction either.
 
+Pairs that write the identical input (``keys``: a mask over pixels already equal to the fill
+changes nothing) run once per image: the answer on one is the answer on every other, so
+sharing it changes no answer, only the forwards. When a phase starts, its pairs whose input
+already ran are judged at once, and only the first pair of each other input is queued.
+
 The order is therefore free, and it sets the forwards a failing image costs. The Work also
 records each unit's logit margin (top-1 minus top-2 logit); after the one-mask round the
 decider orders by it (:func:`pair_order`, :func:`row_order`, :func:`disagreer_order`): the
@@ -83,10 +88,10 @@ class PairLog:
             top = logits.topk(2, dim=1).values.float()
             self.margins[flat] = top[:, 0] - top[:, 1]
 
-    def append(self, slot: int, pairs: Sequence[tuple[int, int]]) -> int:
+    def append(self, slot: int, pairs: Sequence[tuple[int, int]] | np.ndarray) -> int:
         """Append ``pairs`` to ``slot``'s units; returns its new unit total."""
         n = int(self.size[slot])
-        if pairs:
+        if len(pairs):
             self.pairs[slot, n : n + len(pairs)] = np.asarray(pairs, dtype=np.int64)
         self.size[slot] = n + len(pairs)
         return n + len(pairs)
@@ -119,8 +124,9 @@ def pair_order(pairs: np.ndarray, one_margins: np.ndarray) -> np.ndarray:
 def row_order(i: int, one: np.ndarray, one_margins: np.ndarray) -> list[int]:
     """Mask i's row partners j != i in the order to run them: those whose one-mask class differs
     from i's first (a pair likelier to leave i's class), then by one-mask margin, least first."""
-    partners = [j for j in range(len(one)) if j != i]
-    return sorted(partners, key=lambda j: (bool(one[j] == one[i]), float(one_margins[j])))
+    partners = np.delete(np.arange(len(one)), i)
+    order = np.lexsort((partners, one_margins[partners], one[partners] == one[i]))  # last key sorts first
+    return partners[order].tolist()
 
 
 def disagreer_order(disagreers: Sequence[int], one_margins: np.ndarray) -> list[int]:
@@ -137,16 +143,23 @@ def majority(one_mask: np.ndarray) -> int:
     return int(classes[np.argsort(counts, kind="stable")][-1])
 
 
+#: The entry of an image's per-input class table for an input that has not run.
+_UNSEEN = -1
+
+
 class _State:
     """One image's progress: the class the pairs of the current phase must all equal, the pairs
-    still to run in it, and (without a label) the one-mask answers and the disagreers left."""
+    still to run in it and those of the chunk being waited on (int64 [n, 2] each), the class
+    and margin of every input key (``_UNSEEN`` until read), and (without a label) the one-mask
+    answers and the disagreers left."""
 
-    __slots__ = ("target", "queue", "done_in_phase", "checked", "phase", "one", "margins", "disagreers", "known",
-                 "row", "two_pending")
+    __slots__ = ("target", "queue", "chunk", "done_in_phase", "checked", "phase", "one", "margins", "disagreers",
+                 "classes", "input_margins", "row", "two_pending")
 
-    def __init__(self) -> None:
+    def __init__(self, num_keys: int) -> None:
         self.target = -1
-        self.queue: list[tuple[int, int]] = []
+        self.queue = _NO_PAIRS
+        self.chunk = _NO_PAIRS  # the pairs whose classes the next look judges
         self.done_in_phase = 0
         self.checked = 0  # units whose predictions have been read
         self.phase = "one"  # "one" | "certify" | "row"
@@ -154,8 +167,20 @@ class _State:
         self.margins = np.zeros(0, dtype=np.float32)  # one-mask margin of each mask, once known
         self.two_pending = False  # certification against a label: the two-mask pairs follow the one-mask ones
         self.disagreers: list[int] = []
-        self.known: dict[tuple[int, int], int] = {}  # (i <= j) -> top-1 class, every pair seen
+        self.classes = np.full(num_keys, _UNSEEN, dtype=np.int64)  # input key -> top-1 class
+        self.input_margins = np.zeros(num_keys, dtype=np.float32)  # input key -> logit margin
         self.row = -1
+
+
+_NO_PAIRS = np.zeros((0, 2), dtype=np.int64)
+
+#: What a scheduling step returns when a phase has no pair left to run (inputs that ran for
+#: other pairs answered them all): the decider judges it at once, without a forward.
+_READY = -2
+
+
+def _pairs(pairs: Sequence[tuple[int, int]] | np.ndarray) -> np.ndarray:
+    return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
 
 
 class DoubleMasking:
@@ -164,6 +189,10 @@ class DoubleMasking:
     ``num_masks`` M; ``log`` the :class:`PairLog` the Work reads its pairs from; ``labels``
     (int per slot) for certification against labels (``predict`` is then not available), or
     None for the label-free questions. ``certify`` / ``predict``: which answers are wanted.
+    ``keys``: int64 [slots, M, M] in [0, M * M), symmetric, an input key per pair of each image
+    such that pairs of equal key give the model the identical input
+    (:func:`~fastsmooth.ops.mask_pairs.repeats.input_keys`): each key runs once per image and
+    its class answers every pair that has it; None: one key per pair (every pair runs).
     Results: ``prediction`` int64 [S] (-1 where not computed) and ``certified`` bool [S].
     """
 
@@ -179,54 +208,102 @@ class DoubleMasking:
         predict: bool = True,
         first: int = FIRST_CHUNK,
         growth: float = GROWTH,
+        keys: np.ndarray | None = None,
     ) -> None:
         if labels is not None and predict:
             raise ValueError("DoubleMasking: certification against labels does not compute the prediction; "
                              "pass predict=False with labels")
-        self.M = num_masks
+        M = num_masks
+        self.shared = keys is not None  # whether two pairs of an image may share an input
+        if keys is None:  # one key per unordered pair
+            index = np.arange(M)
+            keys = np.broadcast_to(np.minimum(index[:, None], index[None, :]) * M
+                                   + np.maximum(index[:, None], index[None, :]), (slots, M, M))
+        elif tuple(keys.shape) != (slots, M, M) or (keys.size and not 0 <= keys.min() <= keys.max() < M * M):
+            raise ValueError(f"DoubleMasking: keys must be int [slots, M, M] = [{slots}, {M}, {M}] in [0, {M * M}), "
+                             f"got {tuple(keys.shape)}")
+        self.keys = keys
+        self.M = M
         self.log = log
         self.labels = None if labels is None else [int(y) for y in labels]
         self.want_certify, self.want_predict = certify, predict
         self.first, self.growth = max(1, int(first)), float(growth)
         self.prediction = torch.full((slots,), -1, dtype=torch.int64)
         self.certified = torch.zeros(slots, dtype=torch.bool)
-        self.states = [_State() for _ in range(slots)]
-        M = num_masks
+        self.states = [_State(M * M) for _ in range(slots)]
         # the two-mask pairs i < j in spread order: neighbouring pairs mask similar regions and
         # agree or disagree alike, so a spread prefix finds a disagreement sooner (any order
         # gives the same answers)
         upper = [(i, j) for i in range(M) for j in range(i + 1, M)]
         self.two_mask = [upper[k] for k in spread(len(upper)).tolist()]
-        self._two_mask = np.asarray(self.two_mask, dtype=np.int64).reshape(-1, 2)
-        self.one_mask = [(i, i) for i in spread(M).tolist()]
+        self._two_mask = _pairs(self.two_mask)
+        self._one_mask = _pairs([(i, i) for i in spread(M).tolist()])
+        self._mask_order = _pairs([(i, i) for i in range(M)])
 
     def two_mask_order(self, one_margins: np.ndarray) -> list[tuple[int, int]]:
         """The two-mask pairs in the order they run, given the one-mask margins [M] (spread order
         among equal sums: a spread prefix masks regions far apart)."""
-        return [self.two_mask[k] for k in pair_order(self._two_mask, one_margins).tolist()]
+        return [tuple(p) for p in self._two_mask_order(one_margins).tolist()]
+
+    def _two_mask_order(self, one_margins: np.ndarray) -> np.ndarray:
+        return self._two_mask[pair_order(self._two_mask, one_margins)]
 
     def rows_hint(self, slots: int) -> int:
         return slots * self.log.capacity
 
     # -- scheduling ------------------------------------------------------------------------------
-    def _next(self, slot: int) -> int:
-        """Append the next chunk of the current phase's queue; the new unit total."""
+    def _needed(self, slot: int, pairs: np.ndarray, target: int) -> np.ndarray | None:
+        """The pairs among ``pairs`` that need a forward: those whose input has not run, the first
+        of each input only (a later pair of the same input has its class). None when an input
+        that already ran gives a class other than ``target`` (>= 0; -1: no target): the pairs
+        cannot all equal it, with no forward."""
         st = self.states[slot]
-        size = self.first if st.done_in_phase == 0 else max(self.first, math.ceil(st.done_in_phase * (self.growth - 1)))
-        chunk, st.queue = st.queue[:size], st.queue[size:]
-        st.done_in_phase += len(chunk)
-        return self.log.append(slot, chunk)
+        keys = self.keys[slot][pairs[:, 0], pairs[:, 1]]
+        seen = st.classes[keys]
+        if target >= 0 and ((seen >= 0) & (seen != target)).any():
+            return None
+        fresh = np.flatnonzero(seen == _UNSEEN)
+        if self.shared and len(fresh) > 1:
+            _, first = np.unique(keys[fresh], return_index=True)
+            fresh = np.sort(fresh[first])
+        return pairs[fresh]
 
-    def _phase(self, slot: int, phase: str, target: int, pairs: list[tuple[int, int]]) -> None:
+    def _next(self, slot: int, size: int | None = None) -> int:
+        """Append the next chunk of the current phase's queue (``size`` pairs, or by the chunk
+        rule; every queued pair is a new input); the new unit total, or ``_READY`` when the
+        queue is empty (every pair of the phase was answered by inputs that ran before)."""
         st = self.states[slot]
-        st.phase, st.target, st.queue, st.done_in_phase = phase, target, list(pairs), 0
+        if not len(st.queue):
+            st.chunk = _NO_PAIRS
+            return _READY
+        if size is None:
+            size = self.first if st.done_in_phase == 0 else max(self.first,
+                                                                math.ceil(st.done_in_phase * (self.growth - 1)))
+        st.chunk, st.queue = st.queue[:size], st.queue[size:]
+        st.done_in_phase += len(st.chunk)
+        return self.log.append(slot, st.chunk)
 
-    def start(self, slot: int) -> int:
+    def _phase(self, slot: int, phase: str, target: int, pairs: np.ndarray) -> None:
+        """Start ``phase``: its pairs that need a forward (see :meth:`_needed`) are queued."""
+        st = self.states[slot]
+        st.phase, st.target, st.queue, st.done_in_phase = phase, target, pairs, 0
+
+    def _settle(self, slot: int, result: int | None) -> int | None:
+        """Judge every chunk that needs no forward, until one does (its unit total) or the image
+        is answered (None)."""
+        st = self.states[slot]
+        while result == _READY:
+            result = self._look(slot, st)
+        return result
+
+    def start(self, slot: int) -> int | None:
         if self.labels is not None:  # every one- and two-mask prediction must be the label
-            self._phase(slot, "certify", self.labels[slot], self.one_mask)
+            self._phase(slot, "certify", self.labels[slot], self._needed(slot, self._one_mask, -1))
             self.states[slot].two_pending = True  # ordered by margin once the one-mask round has run
-            return self._next(slot)
-        return self.log.append(slot, [(i, i) for i in range(self.M)])  # the one-mask round, in mask order
+            return self._settle(slot, self._next(slot))
+        # the one-mask round, in one chunk (the label-free questions need all of it)
+        self._phase(slot, "one", -1, self._needed(slot, self._mask_order, -1))
+        return self._settle(slot, self._next(slot, self.M))
 
     # -- looks -----------------------------------------------------------------------------------
     def update(self, slots: Sequence[int], counts: torch.Tensor | None, units: Sequence[int]) -> list[int | None]:
@@ -235,50 +312,56 @@ class DoubleMasking:
         for k, slot in enumerate(slots):
             st = self.states[slot]
             n = int(units[k])
-            new = table[k, st.checked : n]
-            if st.phase == "row":  # only two-mask rows reuse pairs seen before (Case II)
-                for (i, j), c in zip(self.log.pairs[slot, st.checked : n].tolist(), new.tolist()):
-                    st.known[(min(i, j), max(i, j))] = c
+            pairs = self.log.pairs[slot, st.checked : n]
+            keys = self.keys[slot][pairs[:, 0], pairs[:, 1]]
+            st.classes[keys] = table[k, st.checked : n]
+            st.input_margins[keys] = margins[k, st.checked : n]
             st.checked = n
-            out.append(self._look(slot, st, new, margins[k]))
+            out.append(self._settle(slot, self._look(slot, st)))
         return out
 
-    def _one_margins(self, slot: int, margins: np.ndarray) -> np.ndarray:
-        """Each mask's one-mask margin, from the slot's first M units (the one-mask pairs)."""
-        one = np.zeros(self.M, dtype=np.float32)
-        one[self.log.pairs[slot, : self.M, 0]] = margins[: self.M]
-        return one
+    def _one_mask_answers(self, slot: int, st: _State) -> tuple[np.ndarray, np.ndarray]:
+        """Each mask's one-mask class and margin (every one-mask input has run)."""
+        index = np.arange(self.M)
+        keys = self.keys[slot][index, index]
+        return st.classes[keys], st.input_margins[keys]
 
-    def _look(self, slot: int, st: _State, new: np.ndarray, margins: np.ndarray) -> int | None:
+    def _look(self, slot: int, st: _State) -> int | None:
         if st.phase == "one":
-            return self._after_one_mask(slot, st, new, self._one_margins(slot, margins))
+            return self._after_one_mask(slot, st, *self._one_mask_answers(slot, st))
+        new = st.classes[self.keys[slot][st.chunk[:, 0], st.chunk[:, 1]]]  # the chunk's classes
         if st.phase == "certify":
             if (new != st.target).any():
                 return None  # not certified (false by default); the prediction, if wanted, is already set
-            if not st.queue and st.two_pending:  # every one-mask prediction is the label: the pairs, by margin
+            if not len(st.queue) and st.two_pending:  # every one-mask prediction is the label: the pairs, by margin
                 st.two_pending = False
-                st.queue = self.two_mask_order(self._one_margins(slot, margins))
-            if st.queue:
+                queue = self._needed(slot, self._two_mask_order(self._one_mask_answers(slot, st)[1]), st.target)
+                if queue is None:
+                    return None
+                st.queue = queue
+            if len(st.queue):
                 return self._next(slot)
             self.certified[slot] = True
             return None
         # a Case II row
         if (new != st.target).any():
             return self._next_row(slot, st)
-        if st.queue:
+        if len(st.queue):
             return self._next(slot)
         self.prediction[slot] = st.target  # Case II: the disagreer's class
         return None
 
-    def _after_one_mask(self, slot: int, st: _State, table_one: np.ndarray, one_margins: np.ndarray) -> int | None:
-        st.one = table_one[: self.M].copy()  # the one-mask round runs in mask order: unit i is mask i
-        st.margins = one_margins
+    def _after_one_mask(self, slot: int, st: _State, one: np.ndarray, one_margins: np.ndarray) -> int | None:
+        st.one, st.margins = one, one_margins
         if (st.one == st.one[0]).all():  # Case I
             c = int(st.one[0])
             self.prediction[slot] = c
             if not self.want_certify:
                 return None
-            self._phase(slot, "certify", c, self.two_mask_order(one_margins))
+            queue = self._needed(slot, self._two_mask_order(one_margins), c)
+            if queue is None:  # a two-mask pair repeats an input of another class
+                return None
+            self._phase(slot, "certify", c, queue)
             return self._next(slot)
         # not certified; the prediction needs the second round
         if not self.want_predict:
@@ -293,12 +376,11 @@ class DoubleMasking:
         while st.disagreers:
             i = st.disagreers.pop(0)
             c = int(st.one[i])
-            row = [(i, j) for j in row_order(i, st.one, st.margins)]
-            known = [st.known.get((min(a, b), max(a, b))) for a, b in row]
-            if any(v is not None and v != c for v in known):
+            partners = np.asarray(row_order(i, st.one, st.margins), dtype=np.int64)
+            todo = self._needed(slot, np.stack([np.full_like(partners, i), partners], axis=1), c)
+            if todo is None:
                 continue  # a known pair already disagrees: no forward needed
-            todo = [p for p, v in zip(row, known) if v is None]
-            if not todo:
+            if not len(todo):
                 self.prediction[slot] = c
                 return None
             st.row = i

@@ -31,6 +31,7 @@ from fastsmooth.engine.autobatch import auto_batch_size
 from fastsmooth.models.vit import TokenViT
 from fastsmooth.ops.mask_pairs import MaskSet, mask_pairs_kernel, mask_set
 from fastsmooth.ops.mask_pairs.geometry import covered_tokens, misaligned
+from fastsmooth.ops.mask_pairs.repeats import blank_pixels, input_keys
 from fastsmooth.smoothing.base import BaseSmoother, Certified, Decided, MemoryFormat
 from fastsmooth.smoothing.vit import _ViTTokens
 
@@ -59,6 +60,18 @@ class _PairWork:
         self.memory_format = smoother.input_format(tuple(x.shape[1:]), x.dtype, x.device)
         self.votes = top1_votes(smoother.num_classes)
         self.flat = torch.zeros(0, dtype=torch.int64, device=x.device)
+
+    def input_keys(self, masks: MaskSet) -> np.ndarray:
+        """int64 [B, M, M]: pairs of an image with equal keys write the identical input
+        (``repeats.input_keys``), judged on the pixels as this Work's kernel writes them."""
+        B, C, H, W = self.x.shape
+        device = self.x.device
+        rects = torch.zeros(B + 1, 2, 4, dtype=torch.int64)
+        rects[B, :, 2:] = torch.tensor([H, W])  # row B: image 0 wholly masked, for the written fill
+        images = torch.cat([torch.arange(B), torch.zeros(1, dtype=torch.int64)]).to(device)
+        written = torch.empty(B + 1, C, H, W, dtype=self.x.dtype, device=device)
+        self.kernel(self.x, images, rects.to(device), self.smoother.fill, self.mean, self.std, out=written)
+        return input_keys(blank_pixels(written[:B], written[B, 0, 0, 0]), masks)
 
     def build(self, segments: Sequence[Segment]) -> torch.Tensor:
         images, flat, pairs = self.log.rows_of(segments)
@@ -151,6 +164,11 @@ class PatchCleanser(BaseSmoother):
             ``drop_tokens``: None (default) drops the masked tokens when every mask lies on the
             ViT's patch grid and masks pixels otherwise; False always masks pixels; True
             requires the token path (a one-line error says why it is not possible).
+        dedupe: on the pixel path, run each distinct masked input of an image once: pairs whose
+            masks cover the same pixels other than those already equal to ``fill`` write the
+            identical input, and one forward answers all of them (``ops.mask_pairs.repeats``;
+            digits on a black background repeat about half their pairs, natural images none).
+            The answers are the same either way; False runs every pair (the plain enumeration).
         batch_size, backend, autocast, memory_format, compile: see :class:`BaseSmoother`.
 
     ``certify(x, labels)`` stops each image at its first disagreement with its label;
@@ -178,6 +196,7 @@ class PatchCleanser(BaseSmoother):
         autocast: torch.dtype | None = None,
         memory_format: MemoryFormat = "auto",
         compile: Compile = False,
+        dedupe: bool = True,
     ) -> None:
         super().__init__(model, num_classes, batch_size=batch_size, backend=backend, autocast=autocast,
                          memory_format=memory_format, compile=compile)
@@ -202,6 +221,10 @@ class PatchCleanser(BaseSmoother):
             raise TypeError(f"tokens must be None (drop tokens when the masks align), True or False, got {tokens!r}")
         # public: a results file's fingerprint records it (with the model's hash it fixes the path)
         self.tokens = tokens
+        if not isinstance(dedupe, bool):
+            raise TypeError(f"dedupe must be True (run each distinct masked input once per image) or False (run "
+                            f"every pair), got {dedupe!r}")
+        self.dedupe = dedupe
         self._buffer: torch.Tensor | None = None
         if tokens and isinstance(model, TokenViT):
             self.path_for(*model.image_size)  # raises now, with the reason, when the masks cannot drop tokens
@@ -281,16 +304,19 @@ class PatchCleanser(BaseSmoother):
         masks = self.masks(x.shape[2], x.shape[3])
         M = masks.count
         log = PairLog(B, M + M * (M - 1) // 2, x.device)
-        decider = DoubleMasking(M, B, log, labels, certify=certify, predict=predict)
         if B == 0:  # an empty batch: no work, no forward
             self._last_units = torch.zeros(0, dtype=torch.int64)
-            return decider
+            return DoubleMasking(M, B, log, labels, certify=certify, predict=predict)
         slots = [(b, b) for b in range(B)]
         if self.path_for(x.shape[2], x.shape[3]) == "tokens":
-            work = _TokenPairWork(self, x, masks, log)
+            # a dropped token is not a fill-valued one: different pairs keep different tokens
+            work: _PairWork | _TokenPairWork = _TokenPairWork(self, x, masks, log)
+            decider = DoubleMasking(M, B, log, labels, certify=certify, predict=predict)
             batch = self._token_batch(work, decider.rows_hint(B))
         else:
             work = _PairWork(self, x, masks, log)
+            keys = work.input_keys(masks) if self.dedupe else None
+            decider = DoubleMasking(M, B, log, labels, certify=certify, predict=predict, keys=keys)
             # "auto" times the sizes on one-mask inputs: unit 0 of image 0 reads pair (0, 0), the log's initial value
             batch = self.forward_batch(work, 0, decider.rows_hint(B))
         self.run_work(work, decider, slots, x.device, 1, batch)
