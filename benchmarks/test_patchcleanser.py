@@ -53,15 +53,15 @@ class _Capture(nn.Module):
         return self.model(x)
 
 
-def _floor(model, x: torch.Tensor, **settings):
-    """The model alone on the very inputs fastsmooth runs on ``x`` (PatchCleanser with
-    ``settings``), in its batches, written beforehand by one untimed call: only the forwards are
+def _floor(model, x: torch.Tensor):
+    """The model alone on the very inputs fastsmooth runs on ``x`` (PatchCleanser as the rows
+    configure it), in its batches, written beforehand by one untimed call: only the forwards are
     timed. Its own batches, not full ones: a ResNet-18 on this CPU costs less per row at batch
     64 than at 256 (cache), so full batches would be no floor for a run whose looks leave
     forwards part-full."""
     capture = _Capture(model)
-    PatchCleanser(capture, 10, PATCH, num_mask=K, batch_size=BATCH, memory_format=torch.contiguous_format,
-                  **settings).evaluate_batch(x)
+    pc = PatchCleanser(capture, 10, PATCH, num_mask=K, batch_size=BATCH, memory_format=torch.contiguous_format)
+    pc.evaluate_batch(x)
     batches = capture.inputs
 
     def floor():
@@ -124,8 +124,8 @@ def test_patchcleanser_floor_resnet(benchmark):
     """The engine's own cost where a forward row costs what a real model's does: a CIFAR
     ResNet-18 (random weights, seeded: speed does not depend on them) on 2 random 32 x 32 images
     that it certifies (every masked prediction the same class), so every one of the 666 pairs
-    runs (random pixels never equal the fill: no input repeats), against the floor on as many
-    rows, in lockstep. The digit CNN's rows cost about 21 us each on this CPU, a ResNet-18's
+    runs (random pixels never equal the fill: no input repeats), against the floor on the same
+    inputs and batches, in lockstep. The digit CNN's rows cost about 21 us each on this CPU, a ResNet-18's
     about 8 ms: the engine's cost per row is the same in both, its share is not."""
     from fastsmooth.models.resnet_cifar import cifar_resnet18
 
