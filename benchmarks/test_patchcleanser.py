@@ -41,6 +41,12 @@ PATCH, K, BATCH, IMAGES = 5, 6, 256, 32
 ALL, CERTIFIED = 200, 16
 
 
+def _patchcleanser(model: nn.Module, **options) -> PatchCleanser:
+    """PatchCleanser as every role of these rows runs it (NCHW: the floor replays its inputs)."""
+    return PatchCleanser(model, 10, PATCH, num_mask=K, batch_size=BATCH, memory_format=torch.contiguous_format,
+                         **options)
+
+
 class _Capture(nn.Module):
     """The model, keeping a copy of every batch it is given."""
 
@@ -60,8 +66,7 @@ def _floor(model, x: torch.Tensor):
     64 than at 256 (cache), so full batches would be no floor for a run whose looks leave
     forwards part-full."""
     capture = _Capture(model)
-    pc = PatchCleanser(capture, 10, PATCH, num_mask=K, batch_size=BATCH, memory_format=torch.contiguous_format)
-    pc.evaluate_batch(x)
+    _patchcleanser(capture).evaluate_batch(x)
     batches = capture.inputs
 
     def floor():
@@ -73,11 +78,9 @@ def _floor(model, x: torch.Tensor):
 
 
 def _roles(x, y, model):
-    pc = PatchCleanser(model, 10, PATCH, num_mask=K, batch_size=BATCH, memory_format=torch.contiguous_format)
+    pc = _patchcleanser(model)
+    plain = _patchcleanser(model, dedupe=False)
     masks, _, _ = gen_mask_set((28, 28), (PATCH, PATCH), num_mask=K)
-
-    plain = PatchCleanser(model, 10, PATCH, num_mask=K, batch_size=BATCH, memory_format=torch.contiguous_format,
-                          dedupe=False)
 
     def fastsmooth():
         return pc.evaluate_batch(x)
@@ -134,7 +137,7 @@ def test_patchcleanser_floor_resnet(benchmark):
         model = cifar_resnet18(in_channels=3, num_classes=10).eval()
         x = torch.rand(2, 3, 32, 32)
     stepper = Lockstep(model)
-    pc = PatchCleanser(stepper.model, 10, PATCH, num_mask=K, batch_size=BATCH, memory_format=torch.contiguous_format)
+    pc = _patchcleanser(stepper.model)
     result = pc.evaluate_batch(x)
     M = pc.masks(32, 32).count
     assert (result.certificate > 0).all() and pc.last_units.tolist() == [M * (M + 1) // 2] * len(x)

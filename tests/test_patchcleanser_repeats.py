@@ -177,3 +177,13 @@ def test_only_the_last_distinct_input_decides():
 def test_bad_dedupe():
     with pytest.raises(TypeError, match="dedupe must be True"):
         PatchCleanser(nn.Identity(), 3, 2, dedupe="yes")
+
+
+@pytest.mark.parametrize("keys, why", [(np.zeros((1, 3, 2), dtype=np.int64), r"got \(1, 3, 2\)"),
+                                       (np.full((1, 3, 3), 9, dtype=np.int64), r"in \[9, 9\]"),
+                                       (np.full((1, 3, 3), -1, dtype=np.int64), r"in \[-1, -1\]")])
+def test_bad_keys(keys, why):
+    from fastsmooth.engine.double_masking import DoubleMasking, PairLog
+
+    with pytest.raises(ValueError, match=r"keys must be int \[slots, M, M\] = \[1, 3, 3\] in \[0, 9\).*" + why):
+        DoubleMasking(3, 1, PairLog(1, 6, torch.device("cpu")), keys=keys)

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from fastsmooth.engine.items import Segment, spread
+from fastsmooth.ops.mask_pairs.repeats import pair_keys
 
 __all__ = ["PairLog", "DoubleMasking", "majority", "pair_order", "row_order", "disagreer_order", "FIRST_CHUNK", "GROWTH"]
 
@@ -154,7 +155,7 @@ class _State:
     answers and the disagreers left."""
 
     __slots__ = ("target", "queue", "chunk", "done_in_phase", "checked", "phase", "one", "margins", "disagreers",
-                 "classes", "input_margins", "row", "two_pending")
+                 "classes", "input_margins", "two_pending")
 
     def __init__(self, num_keys: int) -> None:
         self.target = -1
@@ -169,7 +170,6 @@ class _State:
         self.disagreers: list[int] = []
         self.classes = np.full(num_keys, _UNSEEN, dtype=np.int64)  # input key -> top-1 class
         self.input_margins = np.zeros(num_keys, dtype=np.float32)  # input key -> logit margin
-        self.row = -1
 
 
 _NO_PAIRS = np.zeros((0, 2), dtype=np.int64)
@@ -216,12 +216,11 @@ class DoubleMasking:
         M = num_masks
         self.shared = keys is not None  # whether two pairs of an image may share an input
         if keys is None:  # one key per unordered pair
-            index = np.arange(M)
-            keys = np.broadcast_to(np.minimum(index[:, None], index[None, :]) * M
-                                   + np.maximum(index[:, None], index[None, :]), (slots, M, M))
+            keys = np.broadcast_to(pair_keys(M), (slots, M, M))
         elif tuple(keys.shape) != (slots, M, M) or (keys.size and not 0 <= keys.min() <= keys.max() < M * M):
+            span = f" in [{keys.min()}, {keys.max()}]" if keys.size else ""
             raise ValueError(f"DoubleMasking: keys must be int [slots, M, M] = [{slots}, {M}, {M}] in [0, {M * M}), "
-                             f"got {tuple(keys.shape)}")
+                             f"got {tuple(keys.shape)}{span}; build them with ops.mask_pairs.repeats.input_keys")
         self.keys = keys
         self.M = M
         self.log = log
@@ -383,7 +382,6 @@ class DoubleMasking:
             if not len(todo):
                 self.prediction[slot] = c
                 return None
-            st.row = i
             self._phase(slot, "row", c, todo)
             return self._next(slot)
         self.prediction[slot] = majority(st.one)  # Case III
